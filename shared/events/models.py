@@ -1,0 +1,93 @@
+"""Typed payloads (``data``) of every event type in DESIGN.md §3.
+
+Records travel in the real ABSCH JSON shape (see ``shared.records``) as plain objects so
+that an event stays decodable even when publication rules tighten later; confidential
+parts are already absent when an event is built.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from shared.events.envelope import EventData
+
+LString = dict[str, str]
+
+
+class DirectoryRecordPublished(EventData):
+    """A directory record (focalPoint, authority, contact, absCheckpoint) revision went public."""
+
+    uid: str = Field(description="UID with revision, e.g. ABSCH-CNA-AF-1203-1")
+    schema_: str = Field(alias="schema", description="record schema name")
+    identifier: str = Field(description="header.identifier of the record")
+    document_id: int = Field(ge=1)
+    revision: int = Field(ge=1)
+    government: str | None = Field(default=None, description="ISO-2 lower case")
+    record: dict[str, Any] = Field(description="the published revision, ABSCH JSON shape")
+
+
+class DirectoryRecordWithdrawn(EventData):
+    """A directory record is no longer published; it stops counting for recipients."""
+
+    uid: str
+    schema_: str = Field(alias="schema")
+    identifier: str
+    document_id: int = Field(ge=1)
+    government: str | None = None
+    reason: str | None = None
+
+
+class IrccEvent(EventData):
+    """An IRCC revision was published, amended or revoked (same payload for the three types)."""
+
+    uid: str = Field(description="UID of this revision, e.g. ABSCH-IRCC-MX-207443-2")
+    identifier: str
+    document_id: int = Field(ge=1)
+    revision: int = Field(ge=1)
+    government: str
+    reason: LString | None = Field(default=None, description="amendmentDescription")
+    record: dict[str, Any] = Field(description="the revision, confidential parts absent")
+
+
+class CpcPublished(EventData):
+    """A checkpoint communiqué was published."""
+
+    uid: str = Field(description="e.g. ABSCH-CPC-DE-1001-1")
+    identifier: str
+    document_id: int = Field(ge=1)
+    revision: int = Field(ge=1)
+    government: str = Field(description="country issuing the CPC (user country)")
+    checkpoints: list[str] = Field(description="identifiers of the cited checkpoints")
+    submitted_by: str | None = Field(default=None, description="user id of the submitter")
+    record: dict[str, Any]
+
+
+DiscrepancyStatus = Literal["open", "acknowledged", "resolved", "cleared"]
+
+
+class DiscrepancyEvent(EventData):
+    """A discrepancy between a CPC and an IRCC (flagged, cleared or worked as a case)."""
+
+    id: str = Field(description="hash of CPC uid + rule + IRCC uid")
+    rule: str
+    cpc_uid: str
+    ircc_uid: str | None = None
+    provider_country: str | None = None
+    user_country: str
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    status: DiscrepancyStatus = "open"
+    note: str | None = None
+    actor: str | None = None
+
+
+class NotificationOutcome(EventData):
+    """Result of one e-mail delivery attempt series."""
+
+    event_id: str = Field(description="id of the event that caused the mail")
+    subject: str = Field(description="record UID the mail is about")
+    recipient: str
+    template: str
+    attempts: int = Field(ge=0)
+    error: str | None = None

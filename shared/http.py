@@ -1,0 +1,142 @@
+"""HTTP conventions shared by every service: problem+json errors and health endpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+
+ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
+
+
+class FieldProblem(BaseModel):
+    """One failing field of a request."""
+
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details; ``errors`` names each failing field."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[FieldProblem] | None = None
+
+
+class ProblemError(Exception):
+    """Raise from a handler to answer with a problem document."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str | None = None,
+        *,
+        errors: list[FieldProblem] | None = None,
+        type_: str = "about:blank",
+    ) -> None:
+        super().__init__(detail or title)
+        self.problem = Problem(type=type_, title=title, status=status, detail=detail, errors=errors)
+
+
+def problem_response(problem: Problem, request: Request | None = None) -> JSONResponse:
+    """Serialise a problem with the right media type."""
+    if request is not None and problem.instance is None:
+        problem = problem.model_copy(update={"instance": request.url.path})
+    return JSONResponse(
+        problem.model_dump(exclude_none=True), status_code=problem.status, media_type=PROBLEM_JSON
+    )
+
+
+def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    """``('body', 'absIRCCs', 0, 'identifier')`` -> ``absIRCCs.0.identifier``."""
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in {"body", "query", "path", "header"} and len(parts) > 1:
+        parts = parts[1:]
+    return ".".join(parts)
+
+
+def validation_problem(errors: list[dict[str, Any]], detail: str | None = None) -> Problem:
+    """A 422 problem listing pydantic-style errors by field."""
+    items = [
+        FieldProblem(field=field_path(e.get("loc", ())) or "<body>", message=e["msg"])
+        for e in errors
+    ]
+    return Problem(
+        title="Unprocessable Content",
+        status=422,
+        detail=detail or "; ".join(f"{i.field}: {i.message}" for i in items),
+        errors=items,
+    )
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": Problem, "content": {PROBLEM_JSON: {}}}
+    for code in (400, 401, 403, 404, 409, 422)
+}
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Answer every error as problem+json."""
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return problem_response(validation_problem(list(exc.errors())), request)
+
+    @app.exception_handler(ProblemError)
+    async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
+        return problem_response(exc.problem, request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        title = {
+            404: "Not Found",
+            405: "Method Not Allowed",
+            401: "Unauthorized",
+            403: "Forbidden",
+        }.get(exc.status_code, "Error")
+        detail = exc.detail if isinstance(exc.detail, str) else None
+        return problem_response(
+            Problem(title=title, status=exc.status_code, detail=detail), request
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        return problem_response(
+            Problem(title="Internal Server Error", status=500, detail="unexpected error"), request
+        )
+
+
+class Health(BaseModel):
+    """Health answer."""
+
+    status: str
+    checks: dict[str, bool] = {}
+
+
+def install_health(app: FastAPI, readiness: ReadinessCheck) -> None:
+    """``/healthz`` (process alive) and ``/readyz`` (dependencies reachable)."""
+
+    @app.get("/healthz", tags=["health"], response_model=Health)
+    async def healthz() -> Health:
+        """The process is alive."""
+        return Health(status="ok")
+
+    @app.get("/readyz", tags=["health"], response_model=Health, responses={503: {"model": Health}})
+    async def readyz() -> JSONResponse:
+        """Database and broker reachable."""
+        checks = await readiness()
+        ok = all(checks.values())
+        body = Health(status="ok" if ok else "unavailable", checks=checks)
+        return JSONResponse(body.model_dump(), status_code=200 if ok else 503)

@@ -1,0 +1,1 @@
+"""Kafka plumbing: producer, consumer loop with DLQ, topic admin."""

@@ -1,0 +1,108 @@
+"""Prometheus helpers: one registry per service instance, plumbing metrics shared by all.
+
+Plumbing series are named ``absch_*`` with a ``service`` label so that one alert rule
+covers every service; a service's own series are named ``<service>_<thing>_<unit>``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class PlumbingMetrics:
+    """Consumer, producer, outbox and HTTP series of one service instance."""
+
+    def __init__(self, registry: CollectorRegistry, service: str) -> None:
+        self.registry = registry
+        self.service = service
+        self.consumed = Counter(
+            "absch_events_consumed_total",
+            "Events read from Kafka, by outcome",
+            ["service", "topic", "outcome"],
+            registry=registry,
+        )
+        self.handle_seconds = Histogram(
+            "absch_event_handle_seconds",
+            "Time to handle one consumed event",
+            ["service", "topic"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.lag = Gauge(
+            "absch_consumer_lag_messages",
+            "Messages between committed offset and high watermark",
+            ["service", "topic", "partition"],
+            registry=registry,
+        )
+        self.dlq = Counter(
+            "absch_dlq_messages_total",
+            "Messages sent to a dead-letter topic",
+            ["service", "topic"],
+            registry=registry,
+        )
+        self.published = Counter(
+            "absch_events_published_total",
+            "Events acknowledged by the broker",
+            ["service", "topic"],
+            registry=registry,
+        )
+        self.outbox_backlog = Gauge(
+            "absch_outbox_backlog_events",
+            "Outbox rows not yet published",
+            ["service"],
+            registry=registry,
+        )
+        self.outbox_failures = Counter(
+            "absch_outbox_publish_failures_total",
+            "Failed outbox relay rounds",
+            ["service"],
+            registry=registry,
+        )
+        self.http_requests = Counter(
+            "absch_http_requests_total",
+            "HTTP requests served",
+            ["service", "method", "route", "status"],
+            registry=registry,
+        )
+        self.http_seconds = Histogram(
+            "absch_http_request_seconds",
+            "HTTP request latency",
+            ["service", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+
+
+def install_metrics(app: FastAPI, metrics: PlumbingMetrics) -> None:
+    """Serve ``/metrics`` and count every request by its route template (bounded labels)."""
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.middleware("http")
+    async def count_requests(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "<unmatched>")
+        metrics.http_requests.labels(
+            metrics.service, request.method, template, str(response.status_code)
+        ).inc()
+        metrics.http_seconds.labels(metrics.service, template).observe(time.perf_counter() - start)
+        return response

@@ -1,0 +1,295 @@
+# ruff: noqa: N815
+"""Building blocks shared by every ABSCH record ([C1]-[C4]) and the ``Record`` base.
+
+Field names follow the real clearing-house JSON exactly, hence the camelCase.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from datetime import date, datetime
+from typing import Annotated, Any, ClassVar, Literal, get_args
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from shared.uid import BadReference, parse_reference
+
+Language = Literal["en", "fr", "es", "ru", "zh", "ar"]
+LANGUAGES: tuple[str, ...] = get_args(Language)
+MAX_DESCRIPTION_CHARS = 300
+
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_COUNTRY = re.compile(r"[A-Za-z]{2}")
+_TAG_OR_COMMENT = re.compile(r"<!--.*?-->|<[^>]*>", re.DOTALL)
+_EMAIL = re.compile(
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
+)
+
+
+def rule_error(kind: str, message: str) -> PydanticCustomError:
+    """An error of type ``kind`` to raise from a field validator."""
+    # The message goes through the context so braces in user data are never templated.
+    return PydanticCustomError(kind, "{detail}", {"detail": message})
+
+
+class RuleErrors:
+    """Collects rule violations and raises them as one ``ValidationError`` with field locs."""
+
+    def __init__(self) -> None:
+        self._details: list[InitErrorDetails] = []
+
+    def add(
+        self,
+        loc: str | tuple[str | int, ...],
+        message: str,
+        value: object = None,
+        *,
+        kind: str = "record_rule",
+    ) -> None:
+        """Record one violation at ``loc`` (a field name or a path tuple)."""
+        path = (loc,) if isinstance(loc, str) else loc
+        self._details.append({"type": rule_error(kind, message), "loc": path, "input": value})
+
+    def require(self, loc: str, message: str) -> None:
+        """Record a conditionally required field that is missing."""
+        self.add(loc, message, kind="conditional_required")
+
+    def as_error(self, title: str) -> ValidationError:
+        """The collected violations as one ``ValidationError``."""
+        return ValidationError.from_exception_data(title, self._details)
+
+    def raise_if_any(self, title: str) -> None:
+        """Raise the collected violations; pydantic prefixes the locs when nested."""
+        if self._details:
+            raise self.as_error(title)
+
+
+def plain_text(value: str) -> str:
+    """Rich-text (HTML) field content as plain text."""
+    return " ".join(html.unescape(_TAG_OR_COMMENT.sub(" ", value)).split())
+
+
+def has_text(value: dict[str, str] | None) -> bool:
+    """True when an lstring holds visible text in at least one language."""
+    return any(plain_text(text) for text in (value or {}).values())
+
+
+def is_missing(value: object) -> bool:
+    """None, an empty list/string, or an lstring without visible text."""
+    if value is None:
+        return True
+    if isinstance(value, dict):
+        return not has_text(value)
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, list):
+        return not value
+    return False
+
+
+def too_long(value: dict[str, str] | None, limit: int = MAX_DESCRIPTION_CHARS) -> bool:
+    """True when the plain text of any language exceeds ``limit`` characters."""
+    return any(len(plain_text(text)) > limit for text in (value or {}).values())
+
+
+def unique_emails(values: list[str] | None) -> list[str]:
+    """Addresses in order, without case-insensitive duplicates."""
+    seen: set[str] = set()
+    result: list[str] = []
+    for address in values or []:
+        if address.lower() not in seen:
+            seen.add(address.lower())
+            result.append(address)
+    return result
+
+
+def _check_languages(value: dict[str, str]) -> dict[str, str]:
+    unknown = sorted(set(value) - set(LANGUAGES))
+    if unknown:
+        raise rule_error(
+            "lstring_language",
+            f"unknown language key(s) {', '.join(map(repr, unknown))}; "
+            f"expected {', '.join(LANGUAGES)}",
+        )
+    return value
+
+
+def _require_text(value: dict[str, str]) -> dict[str, str]:
+    if not has_text(value):
+        raise rule_error("missing_text", "text is required in at least one language")
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise rule_error("blank", "must not be blank")
+    return value
+
+
+def _email(value: str) -> str:
+    address = value.strip()
+    if len(address) > 254 or not _EMAIL.fullmatch(address):
+        raise rule_error("email", f"{value[:100]!r} is not a valid e-mail address")
+    return address
+
+
+def _iso_date(value: object) -> object:
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and _ISO_DATE.fullmatch(value):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            raise rule_error("date_invalid", f"{value!r} is not a calendar date") from None
+    raise rule_error("date_format", "date must be a YYYY-MM-DD string")
+
+
+def _optional_iso_date(value: object) -> object:
+    # The real client turns an emptied date picker into "" and drops it on save.
+    return None if value is None or value == "" else _iso_date(value)
+
+
+LString = Annotated[dict[str, str], AfterValidator(_check_languages)]
+RequiredLString = Annotated[LString, AfterValidator(_require_text)]
+NonBlank = Annotated[str, AfterValidator(_not_blank)]
+Email = Annotated[str, AfterValidator(_email)]
+IsoDate = Annotated[date, BeforeValidator(_iso_date)]
+OptionalDate = Annotated[date | None, BeforeValidator(_optional_iso_date)]
+
+
+class Part(BaseModel):
+    """A nested value; unknown keys are kept so legacy data survives a round trip."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class Term(Part):
+    """Thesaurus term or country: ``{identifier, customValue?}``."""
+
+    identifier: NonBlank
+    customValue: LString | None = None
+
+
+class CountryTerm(Term):
+    """A country term; the identifier is normalised to lower-case ISO 3166 alpha-2."""
+
+    @field_validator("identifier")
+    @classmethod
+    def _iso2(cls, value: str) -> str:
+        if not _COUNTRY.fullmatch(value):
+            raise rule_error("country", f"{value[:40]!r} is not a two-letter ISO country code")
+        return value.lower()
+
+
+class Reference(Part):
+    """Link to another record: ``{identifier: "<id>[@<revision>]"}`` ([C3])."""
+
+    identifier: str
+
+    @field_validator("identifier")
+    @classmethod
+    def _reference(cls, value: str) -> str:
+        try:
+            parse_reference(value)
+        except BadReference as exc:
+            raise rule_error("reference", str(exc)) from None
+        return value
+
+    @property
+    def record_id(self) -> str:
+        """The referenced record's identifier without the pinned revision."""
+        return parse_reference(self.identifier)[0]
+
+    @property
+    def revision(self) -> int | None:
+        """The pinned revision, or None for "latest"."""
+        return parse_reference(self.identifier)[1]
+
+
+class Link(Part):
+    """A URL with optional display name, tags and language."""
+
+    url: NonBlank
+    name: str | None = None
+    tag: str | None = None
+    tags: list[str] | None = None
+    language: str | None = None
+
+
+class MapLocation(Part):
+    """Map centre of a GIS block."""
+
+    zoom: int
+    lat: float = Field(ge=-90, le=90)
+    lng: float = Field(allow_inf_nan=False)
+
+
+class Header(Part):
+    """Record envelope; ``schema`` is held as ``schema_name`` (``BaseModel.schema`` exists)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, serialize_by_alias=True)
+
+    identifier: str = Field(pattern=r"^[A-Za-z0-9_-]{11,128}$")
+    schema_name: str = Field(alias="schema")
+    languages: list[Language] = Field(min_length=1)
+
+
+class Record(BaseModel):
+    """Base of every record model; ``SCHEMA`` is the ``header.schema`` it accepts.
+
+    A JSON field whose name clashes with a method (``emails``) is held under another
+    attribute name with the JSON name as alias; dumps always use the JSON names.
+    """
+
+    SCHEMA: ClassVar[str] = ""
+    model_config = ConfigDict(extra="allow", populate_by_name=True, serialize_by_alias=True)
+
+    header: Header
+
+    @field_validator("header")
+    @classmethod
+    def _schema_matches(cls, header: Header) -> Header:
+        if cls.SCHEMA and header.schema_name != cls.SCHEMA:
+            errors = RuleErrors()
+            errors.add(
+                "schema",
+                f"expected schema {cls.SCHEMA!r}, got {header.schema_name!r}",
+                header.schema_name,
+                kind="schema_mismatch",
+            )
+            errors.raise_if_any("Header")
+        return header
+
+    def dump(self) -> dict[str, Any]:
+        """JSON-ready dict in the real ABSCH shape; absent optional fields are omitted."""
+        return self.model_dump(mode="json", exclude_none=True, by_alias=True)
+
+    def emails(self) -> list[str]:
+        """Addresses held by the record itself; none for IRCCs, CPCs and checkpoints."""
+        return []
+
+    def languages(self) -> list[str]:
+        """The record's languages, in header order."""
+        return list(self.header.languages)
+
+    def government_code(self) -> str | None:
+        """Lower-case ISO-2 of ``government``, when the record has one."""
+        government = getattr(self, "government", None)
+        return government.identifier if isinstance(government, CountryTerm) else None
+
+
+class NationalRecord(Record):
+    """A record published by one government."""
+
+    government: CountryTerm

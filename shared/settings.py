@@ -1,0 +1,67 @@
+"""Settings base: what every service reads from the environment (DESIGN.md §7).
+
+Cross-service values keep the plain names of the design (``KAFKA_BOOTSTRAP``,
+``SMTP_HOST``, ...). Values that differ per service on one host (database, port) carry
+the service's prefix, e.g. ``REGISTRY_DATABASE_URL``, so four services can share a shell.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "dev", "admin"}
+
+
+def default_sqlite_url(service: str) -> str:
+    """SQLite file per service under ``var/`` (created on demand)."""
+    path = Path("var") / f"{service}.db"
+    return f"sqlite+aiosqlite:///{path}"
+
+
+class ServiceSettings(BaseSettings):
+    """Base for every service's settings; subclasses set ``env_prefix`` and ``service``."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, env_file=None)
+
+    service: str = "service"
+    environment: str = Field(default="dev", validation_alias="ABSCH_ENV")
+    kafka_bootstrap: str = Field(default="127.0.0.1:9092", validation_alias="KAFKA_BOOTSTRAP")
+    kafka_topic_prefix: str = Field(default="", validation_alias="KAFKA_TOPIC_PREFIX")
+    kafka_partitions: int = Field(default=4, ge=1, validation_alias="KAFKA_PARTITIONS")
+    kafka_replication: int = Field(default=1, ge=1, validation_alias="KAFKA_REPLICATION")
+    public_base_url: str = Field(
+        default="http://127.0.0.1:8101", validation_alias="PUBLIC_BASE_URL"
+    )
+    log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
+    log_format: str = Field(default="json", validation_alias="LOG_FORMAT")
+    jwks_url: str = Field(
+        default="http://127.0.0.1:8101/.well-known/jwks.json", validation_alias="JWKS_URL"
+    )
+    database_url: str = ""
+    http_host: str = "127.0.0.1"
+    http_port: int = 0
+    consumer_group: str = ""
+
+    @model_validator(mode="after")
+    def _defaults(self) -> ServiceSettings:
+        if not self.database_url:
+            self.database_url = default_sqlite_url(self.service)
+        if not self.consumer_group:
+            self.consumer_group = f"absch-{self.service}"
+        return self
+
+    @property
+    def is_dev(self) -> bool:
+        """True for local development and tests; placeholder secrets are refused otherwise."""
+        return self.environment in {"dev", "test"}
+
+    def require_secret(self, name: str, value: str | None) -> str:
+        """Return a secret, refusing an absent value, and placeholders outside dev."""
+        if value is None or value == "":
+            raise ValueError(f"{name} must be set")
+        if not self.is_dev and value.lower() in PLACEHOLDER_SECRETS:
+            raise ValueError(f"{name} is a placeholder; set a real secret")
+        return value
