@@ -1,0 +1,1 @@
+"""The four absch-monitor services."""

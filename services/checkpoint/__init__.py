@@ -1,0 +1,1 @@
+"""Checkpoint: checkpoint communiqués (CPCs) submitted by checkpoints."""

@@ -1,0 +1,63 @@
+"""Checkpoint tables: known checkpoints, communiqués, idempotency keys, outbox."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Integer, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from shared.outbox import OutboxMixin
+
+PK = BigInteger().with_variant(Integer, "sqlite")
+
+
+class Base(DeclarativeBase):
+    """Metadata of the checkpoint database."""
+
+
+class KnownCheckpoint(Base):
+    """A checkpoint record as published on the directory topic."""
+
+    __tablename__ = "known_checkpoints"
+
+    identifier: Mapped[str] = mapped_column(String(128), primary_key=True)
+    government: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    published: Mapped[bool] = mapped_column(Boolean, default=True)
+    name: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class CommuniqueRow(Base):
+    """A published communiqué (one revision per submission here)."""
+
+    __tablename__ = "communiques"
+
+    document_id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    identifier: Mapped[str] = mapped_column(String(128), unique=True)
+    government: Mapped[str] = mapped_column(String(8), index=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    uid: Mapped[str] = mapped_column(String(64), unique=True)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    ircc_ids: Mapped[list[str]] = mapped_column(JSON)
+    submitted_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class IdempotencyRow(Base):
+    """A client's ``Idempotency-Key`` and what it produced."""
+
+    __tablename__ = "idempotency_keys"
+
+    principal: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    body_hash: Mapped[str] = mapped_column(String(64))
+    uid: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class OutboxRow(OutboxMixin, Base):
+    """Events waiting for the relay."""
+
+    __tablename__ = "outbox"

@@ -1,0 +1,1 @@
+"""Monitor service: IRCC state, CPC-versus-IRCC checks and discrepancy cases."""

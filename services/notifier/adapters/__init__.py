@@ -1,0 +1,1 @@
+"""Notifier adapters: storage and SMTP."""

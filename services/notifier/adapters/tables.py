@@ -1,0 +1,86 @@
+"""Notifier tables: directory and IRCC projections, the delivery log, the outbox."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from shared.outbox import OutboxMixin
+
+PK = BigInteger().with_variant(Integer, "sqlite")
+
+
+class Base(DeclarativeBase):
+    """Metadata of the notifier database."""
+
+
+class DirectoryRow(Base):
+    """Latest published revision of a directory record (drafts never arrive here)."""
+
+    __tablename__ = "directory"
+
+    identifier: Mapped[str] = mapped_column(String(128), primary_key=True)
+    schema_name: Mapped[str] = mapped_column(String(64))
+    government: Mapped[str | None] = mapped_column(String(8), index=True, nullable=True)
+    uid: Mapped[str] = mapped_column(String(64))
+    revision: Mapped[int] = mapped_column(Integer)
+    published: Mapped[bool] = mapped_column(Boolean, default=True)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class IrccRow(Base):
+    """Latest known revision of an IRCC, for CPC recipients and expiry notices."""
+
+    __tablename__ = "irccs"
+
+    identifier: Mapped[str] = mapped_column(String(128), primary_key=True)
+    document_id: Mapped[int] = mapped_column(Integer, index=True)
+    government: Mapped[str] = mapped_column(String(8))
+    uid: Mapped[str] = mapped_column(String(64))
+    revision: Mapped[int] = mapped_column(Integer)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    expiry_notice_sent: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class DeliveryRow(Base):
+    """One mail for one event and address: at most one per pair, ever."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (UniqueConstraint("event_id", "recipient", name="uq_delivery"),)
+
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(64))
+    event_type: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(64), index=True)
+    recipient: Mapped[str] = mapped_column(String(320))
+    role: Mapped[str] = mapped_column(String(64))
+    template: Mapped[str] = mapped_column(String(64))
+    language: Mapped[str] = mapped_column(String(4))
+    mail_subject: Mapped[str] = mapped_column(Text)
+    text_body: Mapped[str] = mapped_column(Text)
+    html_body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # pending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class OutboxRow(OutboxMixin, Base):
+    """Notification events waiting for the relay."""
+
+    __tablename__ = "outbox"

@@ -1,0 +1,86 @@
+"""Notifier HTTP API (v1): the delivery log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from services.notifier.adapters.tables import DeliveryRow
+from services.notifier.context import NotifierContext
+from shared.auth import Principal, TokenVerifier, bearer_token
+from shared.http import PROBLEM_RESPONSES
+
+
+def get_ctx(request: Request) -> NotifierContext:
+    """The notifier context of this app."""
+    ctx: NotifierContext = request.app.state.ctx
+    return ctx
+
+
+async def current_principal(request: Request) -> Principal:
+    """The authenticated caller (401 without a valid token)."""
+    verifier: TokenVerifier = request.app.state.verifier
+    return await verifier.verify(bearer_token(request))
+
+
+Ctx = Annotated[NotifierContext, Depends(get_ctx)]
+Caller = Annotated[Principal, Depends(current_principal)]
+router = APIRouter(prefix="/v1", responses=PROBLEM_RESPONSES)
+
+
+class DeliveryView(BaseModel):
+    """Who was sent what about a record, when, and how it went."""
+
+    event_id: str
+    event_type: str
+    subject: str
+    recipient: str
+    role: str
+    template: str
+    language: str
+    status: str
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    sent_at: datetime | None
+
+
+@router.get("/deliveries", response_model=list[DeliveryView], tags=["deliveries"])
+async def deliveries(
+    ctx: Ctx,
+    caller: Caller,
+    subject: str = Query(
+        min_length=1, max_length=64, description="record UID (with or without revision)"
+    ),
+    status: str | None = Query(default=None, pattern="^(pending|sent|failed)$"),
+    limit: int = Query(default=500, ge=1, le=5000),
+) -> list[DeliveryView]:
+    """Deliveries for a record UID; a revision-less UID matches every revision."""
+    query = select(DeliveryRow).order_by(DeliveryRow.id).limit(limit)
+    prefix = subject.upper()
+    query = query.where((DeliveryRow.subject == prefix) | DeliveryRow.subject.like(f"{prefix}-%"))
+    if status:
+        query = query.where(DeliveryRow.status == status)
+    async with ctx.sessions() as session:
+        rows = (await session.scalars(query)).all()
+    return [
+        DeliveryView(
+            event_id=r.event_id,
+            event_type=r.event_type,
+            subject=r.subject,
+            recipient=r.recipient,
+            role=r.role,
+            template=r.template,
+            language=r.language,
+            status=r.status,
+            attempts=r.attempts,
+            last_error=r.last_error,
+            created_at=r.created_at,
+            sent_at=r.sent_at,
+        )
+        for r in rows
+    ]

@@ -1,0 +1,119 @@
+"""The notifier's view of the published directory and of IRCCs.
+
+Rows live in the database (so a restart does not re-read history) and in memory (so
+recipient resolution needs no I/O). Every instance keeps the whole view: it is fed by a
+consumer of its own that reads all partitions of the directory and IRCC topics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.notifier.adapters.tables import DirectoryRow, IrccRow
+from services.notifier.domain import InMemoryDirectory
+from shared.events import CloudEvent
+from shared.events.models import DirectoryRecordPublished, DirectoryRecordWithdrawn, IrccEvent
+from shared.uid import UidError, parse_uid
+
+
+class Projection:
+    """Directory and IRCC state, in memory and in the database."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+        self.directory = InMemoryDirectory()
+        self._irccs: dict[str, dict[str, Any]] = {}
+        self._revoked: set[str] = set()
+        self._by_document: dict[int, str] = {}
+        self._uids: dict[str, str] = {}
+
+    async def load(self) -> None:
+        """Fill the memory view from the database."""
+        async with self._sessions() as session:
+            for row in await session.scalars(select(DirectoryRow).where(DirectoryRow.published)):
+                self.directory.add(row.body)
+            for ircc in await session.scalars(select(IrccRow)):
+                self._irccs[ircc.identifier] = ircc.body
+                self._by_document[ircc.document_id] = ircc.identifier
+                self._uids[ircc.identifier] = ircc.uid
+                if ircc.revoked:
+                    self._revoked.add(ircc.identifier)
+
+    def ircc(self, identifier: str) -> dict[str, Any] | None:
+        """Latest known revision of an IRCC (``@rev`` ignored)."""
+        return self._irccs.get(identifier.split("@", 1)[0])
+
+    def ircc_uid(self, identifier: str) -> str | None:
+        """UID of the latest known revision of an IRCC."""
+        return self._uids.get(identifier.split("@", 1)[0])
+
+    def ircc_by_uid(self, uid: str) -> dict[str, Any] | None:
+        """Latest known revision of the IRCC a UID names (any revision)."""
+        try:
+            document_id = parse_uid(uid).document_id
+        except UidError:
+            return None
+        identifier = self._by_document.get(document_id)
+        return self._irccs.get(identifier) if identifier else None
+
+    def knows(self, identifier: str) -> bool:
+        """True when a directory record is published under this identifier."""
+        return self.directory.record(identifier) is not None
+
+    async def apply(self, event: CloudEvent[Any]) -> None:
+        """Fold one directory or IRCC event in (idempotent; older revisions never win)."""
+        data = event.data
+        async with self._sessions() as session:
+            if isinstance(data, DirectoryRecordPublished):
+                await self._publish_directory(session, data)
+            elif isinstance(data, DirectoryRecordWithdrawn):
+                row = await session.get(DirectoryRow, data.identifier)
+                if row is not None:
+                    row.published = False
+                self.directory.remove(data.identifier)
+            elif isinstance(data, IrccEvent):
+                await self._publish_ircc(session, data, revoked=event.type == "ircc.revoked")
+            await session.commit()
+
+    async def _publish_directory(
+        self, session: AsyncSession, data: DirectoryRecordPublished
+    ) -> None:
+        row = await session.get(DirectoryRow, data.identifier)
+        if row is not None and row.revision > data.revision:
+            return
+        if row is None:
+            row = DirectoryRow(identifier=data.identifier)
+            session.add(row)
+        row.schema_name, row.government, row.uid = data.schema_, data.government, data.uid
+        row.revision, row.published, row.body = data.revision, True, data.record
+        self.directory.add(data.record)
+
+    async def _publish_ircc(self, session: AsyncSession, data: IrccEvent, *, revoked: bool) -> None:
+        row = await session.get(IrccRow, data.identifier)
+        if row is None:
+            row = IrccRow(
+                identifier=data.identifier,
+                document_id=data.document_id,
+                government=data.government,
+                uid=data.uid,
+                revision=0,
+                revoked=False,
+                body={},
+                expiry_notice_sent=False,
+            )
+            session.add(row)
+        if revoked:
+            row.revoked = True
+            self._revoked.add(data.identifier)
+        if data.revision >= row.revision:
+            row.uid, row.revision, row.body = data.uid, data.revision, data.record
+            self._irccs[data.identifier] = data.record
+            self._uids[data.identifier] = data.uid
+        self._by_document[data.document_id] = data.identifier
+
+    def is_revoked(self, identifier: str) -> bool:
+        """True once any revision of the IRCC was a revocation."""
+        return identifier.split("@", 1)[0] in self._revoked

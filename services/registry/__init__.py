@@ -1,0 +1,1 @@
+"""Registry: national records, identities and roles, IRCC lifecycle and publish workflow."""

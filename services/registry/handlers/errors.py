@@ -1,0 +1,19 @@
+"""Errors raised by registry handlers (mapped to problem+json by the API)."""
+
+from __future__ import annotations
+
+
+class NotFound(Exception):
+    """No such record, revision, request or user (or not visible to the caller)."""
+
+
+class Conflict(Exception):
+    """The record's state does not allow the action (locked, revoked, nothing to publish)."""
+
+
+class InvalidRecord(Exception):
+    """A record failed validation; ``errors`` lists ``{"field", "message"}`` items."""
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors))
+        self.errors = errors

@@ -1,0 +1,124 @@
+"""Creating revisions and staging their events (one transaction with the outbox)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.registry.adapters.tables import OutboxRow, RecordRow, RevisionRow
+from services.registry.context import RegistryContext
+from services.registry.domain import (
+    IRCC_SCHEMA,
+    ircc_event_type,
+    search_text,
+)
+from services.registry.handlers.errors import InvalidRecord
+from shared.events import Topic, new_event
+from shared.events.models import DirectoryRecordPublished, IrccEvent
+from shared.outbox import stage
+from shared.records import parse_record, record_errors
+from shared.uid import format_uid
+
+
+def validated(body: dict[str, Any]) -> dict[str, Any]:
+    """The record as stored: validated, confidential parts stripped [P1]."""
+    try:
+        record = parse_record(body)
+    except ValidationError as exc:
+        raise InvalidRecord(record_errors(exc)) from None
+    strip = getattr(record, "strip_confidential", None)
+    if callable(strip):
+        record = strip()
+    dumped: dict[str, Any] = record.dump()
+    return dumped
+
+
+async def create_revision(
+    ctx: RegistryContext,
+    session: AsyncSession,
+    row: RecordRow,
+    body: dict[str, Any],
+    *,
+    by: str,
+    correlation_id: str | None = None,
+) -> RevisionRow:
+    """Add revision n+1 of ``row`` with ``body`` and stage its event; caller commits."""
+    body = validated(body)
+    revision = row.latest_revision + 1
+    uid = format_uid(row.schema_name, row.government, row.document_id, revision)
+    rev = RevisionRow(
+        document_id=row.document_id,
+        revision=revision,
+        uid=uid,
+        body=body,
+        amendment_intent=body.get("amendmentIntent"),
+        published_at=ctx.clock(),
+        published_by=by,
+    )
+    session.add(rev)
+    row.latest_revision = revision
+    row.draft = None
+    row.pending_request_id = None
+    row.search_text = search_text(body)
+    row.updated_at, row.updated_by = ctx.clock(), by
+    if rev.amendment_intent == 1:
+        row.revoked = True
+    _stage_event(ctx, session, row, rev, correlation_id)
+    kind = (
+        ircc_event_type(revision, rev.amendment_intent).split(".")[1]
+        if row.schema_name == IRCC_SCHEMA
+        else "published"
+    )
+    ctx.metrics.publications.labels(row.schema_name, kind).inc()
+    return rev
+
+
+def _stage_event(
+    ctx: RegistryContext,
+    session: AsyncSession,
+    row: RecordRow,
+    rev: RevisionRow,
+    correlation_id: str | None,
+) -> None:
+    key = format_uid(row.schema_name, row.government, row.document_id)
+    if row.schema_name == IRCC_SCHEMA:
+        reason = rev.body.get("amendmentDescription") if rev.amendment_intent is not None else None
+        data: IrccEvent | DirectoryRecordPublished = IrccEvent(
+            uid=rev.uid,
+            identifier=row.identifier,
+            document_id=row.document_id,
+            revision=rev.revision,
+            government=row.government or "",
+            reason=reason,
+            record=rev.body,
+        )
+        event_type, topic = ircc_event_type(rev.revision, rev.amendment_intent), Topic.IRCC
+    else:
+        data = DirectoryRecordPublished(
+            uid=rev.uid,
+            schema_=row.schema_name,
+            identifier=row.identifier,
+            document_id=row.document_id,
+            revision=rev.revision,
+            government=row.government,
+            record=rev.body,
+        )
+        event_type, topic = "directory.record.published", Topic.DIRECTORY
+    event = new_event(
+        event_type, source="registry", subject=rev.uid, data=data, correlation_id=correlation_id
+    )
+    stage(session, OutboxRow, ctx.topic(topic), event, key=key)
+
+
+async def latest_body(session: AsyncSession, row: RecordRow) -> dict[str, Any]:
+    """Body of the latest published revision."""
+    rev = await session.scalar(
+        select(RevisionRow).where(
+            RevisionRow.document_id == row.document_id, RevisionRow.revision == row.latest_revision
+        )
+    )
+    assert rev is not None, "latest_revision points at a missing revision"
+    return dict(rev.body)
