@@ -1,0 +1,1 @@
+"""Test helpers: running services, polling with deadlines, databases."""

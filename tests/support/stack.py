@@ -1,0 +1,67 @@
+"""The whole system in one test: registry, notifier, monitor (and later checkpoint)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from services.monitor.bootstrap import bootstrap as monitor_app
+from services.monitor.settings import MonitorSettings
+from services.notifier.bootstrap import bootstrap as notifier_app
+from services.notifier.settings import NotifierSettings
+from tests.support.registry import registry_settings, running_registry
+from tests.support.servers import serving
+from tools.smtp_sink import SmtpSink
+
+
+@dataclass
+class Stack:
+    """Clients of the running services."""
+
+    registry: httpx.AsyncClient
+    notifier: httpx.AsyncClient
+    monitor: httpx.AsyncClient
+
+
+@asynccontextmanager
+async def running_stack(
+    *, kafka: str, prefix: str, db_url: Any, tmp: Path, smtp: SmtpSink, **notifier_extra: Any
+) -> AsyncIterator[Stack]:
+    """Start every service against one broker, one topic prefix and one SMTP sink."""
+    async with AsyncExitStack() as stack:
+        reg_settings = registry_settings(
+            kafka=kafka, prefix=prefix, db=await db_url("registry"), tmp=tmp
+        )
+        registry = await stack.enter_async_context(running_registry(reg_settings))
+        base = str(registry.base_url).rstrip("/")
+        notifier_settings = NotifierSettings(
+            kafka_bootstrap=kafka,
+            kafka_topic_prefix=prefix,
+            database_url=await db_url("notifier"),
+            smtp_host=smtp.host,
+            smtp_port=smtp.port,
+            jwks_url=f"{base}/.well-known/jwks.json",
+            public_base_url=base,
+            environment="test",
+            **notifier_extra,
+        )
+        notifier_url = await stack.enter_async_context(serving(notifier_app(notifier_settings)))
+        monitor_settings = MonitorSettings(
+            kafka_bootstrap=kafka,
+            kafka_topic_prefix=prefix,
+            database_url=await db_url("monitor"),
+            environment="test",
+        )
+        monitor_url = await stack.enter_async_context(serving(monitor_app(monitor_settings)))
+        notifier = await stack.enter_async_context(
+            httpx.AsyncClient(base_url=notifier_url, timeout=30)
+        )
+        monitor = await stack.enter_async_context(
+            httpx.AsyncClient(base_url=monitor_url, timeout=30)
+        )
+        yield Stack(registry=registry, notifier=notifier, monitor=monitor)

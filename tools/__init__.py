@@ -1,0 +1,1 @@
+"""Developer tooling: embedded broker, SMTP sink, local stack and demo data."""
