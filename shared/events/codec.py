@@ -93,8 +93,11 @@ def decode_event(
         obj = {
             **obj,
             "data": _upcast(
-                spec.name, version, spec.version, obj["data"], UPCASTERS if upcasters is None
-                else upcasters
+                spec.name,
+                version,
+                spec.version,
+                obj["data"],
+                UPCASTERS if upcasters is None else upcasters,
             ),
             "schemaversion": spec.version,
         }

@@ -19,8 +19,9 @@ from tests.support.poll import eventually
 
 def _event(n: int) -> CloudEvent[Any]:
     uid = f"ABSCH-IRCC-MX-{n}-1"
-    data = IrccEvent(uid=uid, identifier=f"X-{n}", document_id=n, revision=1, government="mx",
-                     record={})
+    data = IrccEvent(
+        uid=uid, identifier=f"X-{n}", document_id=n, revision=1, government="mx", record={}
+    )
     return new_event("ircc.published", source="registry", subject=uid, data=data)
 
 
@@ -47,12 +48,21 @@ class _Recorder:
         self.seen.append(event.subject)
 
 
-def _consumer(bootstrap: str, topic: str, group: str, handler: Any,
-              metrics: PlumbingMetrics) -> tuple[EventConsumer, EventProducer]:
+def _consumer(
+    bootstrap: str, topic: str, group: str, handler: Any, metrics: PlumbingMetrics
+) -> tuple[EventConsumer, EventProducer]:
     producer = EventProducer(bootstrap, client_id="test", metrics=metrics)
-    consumer = EventConsumer(bootstrap=bootstrap, topics=[topic], group_id=group, handler=handler,
-                             producer=producer, metrics=metrics, client_id="test",
-                             max_attempts=3, partitions=2)
+    consumer = EventConsumer(
+        bootstrap=bootstrap,
+        topics=[topic],
+        group_id=group,
+        handler=handler,
+        producer=producer,
+        metrics=metrics,
+        client_id="test",
+        max_attempts=3,
+        partitions=2,
+    )
     return consumer, producer
 
 
@@ -75,10 +85,15 @@ async def test_poison_and_failing_messages_go_to_the_dlq_and_the_consumer_goes_o
         dlq: list[Any] = []
         from aiokafka import AIOKafkaConsumer
 
-        reader = AIOKafkaConsumer(f"{topic}.dlq", bootstrap_servers=kafka_bootstrap,
-                                  auto_offset_reset="earliest", group_id=None)
+        reader = AIOKafkaConsumer(
+            f"{topic}.dlq",
+            bootstrap_servers=kafka_bootstrap,
+            auto_offset_reset="earliest",
+            group_id=None,
+        )
         await reader.start()
         try:
+
             async def two_dead() -> bool:
                 batch = await reader.getmany(timeout_ms=200)
                 for records in batch.values():

@@ -9,7 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 
+from services.checkpoint.bootstrap import bootstrap as checkpoint_app
+from services.checkpoint.settings import CheckpointSettings
 from services.monitor.bootstrap import bootstrap as monitor_app
 from services.monitor.settings import MonitorSettings
 from services.notifier.bootstrap import bootstrap as notifier_app
@@ -24,8 +27,10 @@ class Stack:
     """Clients of the running services."""
 
     registry: httpx.AsyncClient
+    checkpoint: httpx.AsyncClient
     notifier: httpx.AsyncClient
     monitor: httpx.AsyncClient
+    notifier_app: FastAPI
 
 
 @asynccontextmanager
@@ -50,7 +55,18 @@ async def running_stack(
             environment="test",
             **notifier_extra,
         )
-        notifier_url = await stack.enter_async_context(serving(notifier_app(notifier_settings)))
+        notifier_service = notifier_app(notifier_settings)
+        notifier_url = await stack.enter_async_context(serving(notifier_service))
+        checkpoint_settings = CheckpointSettings(
+            kafka_bootstrap=kafka,
+            kafka_topic_prefix=prefix,
+            database_url=await db_url("checkpoint"),
+            jwks_url=f"{base}/.well-known/jwks.json",
+            environment="test",
+        )
+        checkpoint_url = await stack.enter_async_context(
+            serving(checkpoint_app(checkpoint_settings))
+        )
         monitor_settings = MonitorSettings(
             kafka_bootstrap=kafka,
             kafka_topic_prefix=prefix,
@@ -58,10 +74,14 @@ async def running_stack(
             environment="test",
         )
         monitor_url = await stack.enter_async_context(serving(monitor_app(monitor_settings)))
-        notifier = await stack.enter_async_context(
-            httpx.AsyncClient(base_url=notifier_url, timeout=30)
+        checkpoint, notifier, monitor = [
+            await stack.enter_async_context(httpx.AsyncClient(base_url=url, timeout=30))
+            for url in (checkpoint_url, notifier_url, monitor_url)
+        ]
+        yield Stack(
+            registry=registry,
+            checkpoint=checkpoint,
+            notifier=notifier,
+            monitor=monitor,
+            notifier_app=notifier_service,
         )
-        monitor = await stack.enter_async_context(
-            httpx.AsyncClient(base_url=monitor_url, timeout=30)
-        )
-        yield Stack(registry=registry, notifier=notifier, monitor=monitor)

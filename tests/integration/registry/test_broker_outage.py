@@ -19,14 +19,17 @@ async def test_publications_made_while_the_broker_is_down_are_all_delivered_afte
     topic_prefix: str, db_url, tmp_path: Path
 ) -> None:
     port = free_port()  # nothing listens here yet
-    settings = registry_settings(kafka=f"127.0.0.1:{port}", prefix=topic_prefix,
-                                 db=await db_url("registry"), tmp=tmp_path)
+    settings = registry_settings(
+        kafka=f"127.0.0.1:{port}", prefix=topic_prefix, db=await db_url("registry"), tmp=tmp_path
+    )
     async with running_registry(settings) as client:
         users = await government_users(client, "mx")
         cna = authority("mx", ["cna@mx.example"])
         await publish(client, users["pa"], cna)
-        uids = [(await publish(client, users["pa"], permit("mx", cna["header"]["identifier"])))
-                ["uid"] for _ in range(5)]
+        uids = [
+            (await publish(client, users["pa"], permit("mx", cna["header"]["identifier"])))["uid"]
+            for _ in range(5)
+        ]
         ready = await client.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["checks"]["broker"] is False
@@ -34,8 +37,9 @@ async def test_publications_made_while_the_broker_is_down_are_all_delivered_afte
         assert await relay.backlog() == 6
 
         with EmbeddedBroker(port):
-            async with TopicReader(f"127.0.0.1:{port}",
-                                   topic_name("absch.ircc.v1", topic_prefix)) as reader:
+            async with TopicReader(
+                f"127.0.0.1:{port}", topic_name("absch.ircc.v1", topic_prefix)
+            ) as reader:
                 events = await reader.read_until(lambda evs: len(evs) >= 5, timeout=60)
             assert await eventually(_drained(relay), timeout=30, what="outbox drained")
         # Each IRCC is its own key (partition order only holds per key): compare as sets,
