@@ -19,20 +19,26 @@ from services.registry.handlers.errors import InvalidRecord
 from shared.events import Topic, new_event
 from shared.events.models import DirectoryRecordPublished, IrccEvent
 from shared.outbox import stage
-from shared.records import parse_record, record_errors
+from shared.records import AbsPermit, parse_record, record_errors
 from shared.uid import format_uid
 
 
-def validated(body: dict[str, Any]) -> dict[str, Any]:
-    """The record as stored: validated, confidential parts stripped [P1]."""
+def validated(body: dict[str, Any], *, published: bool = False) -> dict[str, Any]:
+    """The record as stored: validated, confidential parts stripped [P1].
+
+    Editors' ``notes`` stay on drafts and never reach a published revision.
+    """
     try:
         record = parse_record(body)
     except ValidationError as exc:
         raise InvalidRecord(record_errors(exc)) from None
-    strip = getattr(record, "strip_confidential", None)
-    if callable(strip):
-        record = strip()
+    if isinstance(record, AbsPermit):
+        record = record.strip_confidential()
     dumped: dict[str, Any] = record.dump()
+    if published:
+        dumped.pop("notes", None)
+    elif "notes" in body:
+        dumped["notes"] = body["notes"]
     return dumped
 
 
@@ -46,7 +52,7 @@ async def create_revision(
     correlation_id: str | None = None,
 ) -> RevisionRow:
     """Add revision n+1 of ``row`` with ``body`` and stage its event; caller commits."""
-    body = validated(body)
+    body = validated(body, published=True)
     revision = row.latest_revision + 1
     uid = format_uid(row.schema_name, row.government, row.document_id, revision)
     rev = RevisionRow(

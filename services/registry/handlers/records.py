@@ -51,8 +51,11 @@ async def find_row(session: AsyncSession, identifier: str) -> RecordRow | None:
     return await session.scalar(select(RecordRow).where(RecordRow.identifier == identifier))
 
 
-async def _check_references(session: AsyncSession, body: dict[str, Any], gov: str | None) -> None:
-    """absCNA and relatedIRCCs must point at records of the same government [P11, DOMAIN §2]."""
+async def _check_references(
+    session: AsyncSession, body: dict[str, Any], gov: str | None, *, published: bool = False
+) -> None:
+    """absCNA and relatedIRCCs must point at records of the same government [P11, DOMAIN §2];
+    at publication they must be published themselves."""
     errors: list[dict[str, str]] = []
     own = body.get("header", {}).get("identifier")
     refs: list[tuple[str, str, str]] = []
@@ -74,6 +77,8 @@ async def _check_references(session: AsyncSession, body: dict[str, Any], gov: st
             errors.append({"field": field, "message": f"no {schema} record {ident!r}"})
         elif target.government != gov:
             errors.append({"field": field, "message": "must be a record of the same government"})
+        elif published and target.latest_revision == 0:
+            errors.append({"field": field, "message": f"{schema} {ident!r} is not published"})
     if errors:
         raise InvalidRecord(errors)
 
@@ -155,6 +160,7 @@ async def publish(
                 raise Conflict(str(exc)) from None
             raise InvalidRecord([{"field": exc.field or "<body>", "message": str(exc)}]) from None
         validated(body)
+        await _check_references(session, body, row.government, published=True)
         if mode is PublishMode.REQUEST:
             req = await workflow.open_request(
                 ctx, session, row, principal, "publish", body, message=message
