@@ -1,61 +1,147 @@
-"""Composition root of the monitor."""
+"""Composition root of the monitor: stream processor, case projection, API, dashboard."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI
+from faust.contrib.asgi import faust_app_running
 from prometheus_client import CollectorRegistry
 
+from services.monitor.adapters.tables import Base, OutboxRow
+from services.monitor.api import dashboard_router, install_error_mapping, router
+from services.monitor.cases import CaseStore
+from services.monitor.directory import CheckpointView
 from services.monitor.metrics import MonitorMetrics
 from services.monitor.settings import MonitorSettings
-from shared.events import CloudEvent, Topic, topic_name
+from services.monitor.worker import MonitorWorker
+from shared.auth import JwksClient, TokenVerifier
+from shared.db import create_engine, create_schema, ping, session_factory
+from shared.events import CloudEvent, Topic, all_topics, topic_name
+from shared.kafka.admin import connect_producer, ensure_topics
 from shared.kafka.consumer import Delivery, EventConsumer
+from shared.kafka.follower import TopicFollower
 from shared.kafka.producer import EventProducer
+from shared.outbox import OutboxRelay
 from shared.service import create_app
 
 
-def bootstrap(settings: MonitorSettings) -> FastAPI:
-    """The monitor app; its lifespan runs the event consumer."""
+def utc_now() -> datetime:
+    """The real clock."""
+    return datetime.now(UTC)
+
+
+def _total(counter: Any) -> dict[str, float]:
+    return {
+        s.labels.get("type", s.name): s.value
+        for m in counter.collect()
+        for s in m.samples
+        if s.name.endswith("_total")
+    }
+
+
+def bootstrap(settings: MonitorSettings, *, clock: Callable[[], datetime] = utc_now) -> FastAPI:
+    """The monitor app; its lifespan runs the faust worker and the case projection."""
     metrics = MonitorMetrics(CollectorRegistry())
+    engine = create_engine(settings.database_url)
+    sessions = session_factory(engine)
+    prefix = settings.kafka_topic_prefix
     producer = EventProducer(
         settings.kafka_bootstrap, client_id="monitor", metrics=metrics.plumbing
     )
-
-    async def on_event(event: CloudEvent[Any], _delivery: Delivery) -> None:
-        metrics.events_seen.labels(event.type).inc()
-
-    consumer = EventConsumer(
-        bootstrap=settings.kafka_bootstrap,
-        topics=[
-            topic_name(t, settings.kafka_topic_prefix)
-            for t in (Topic.DIRECTORY, Topic.IRCC, Topic.CPC)
-        ],
-        group_id=f"{settings.kafka_topic_prefix}{settings.consumer_group}",
-        handler=on_event,
-        producer=producer,
-        metrics=metrics.plumbing,
-        client_id="monitor",
+    relay = OutboxRelay(sessions, OutboxRow, producer, metrics.plumbing)
+    cases = CaseStore(sessions, relay, prefix, clock)
+    view = CheckpointView()
+    worker = MonitorWorker(settings, metrics=metrics, checkpoints=view, clock=clock)
+    view.listeners.append(worker.recheck_checkpoint)
+    follower = TopicFollower(
+        settings.kafka_bootstrap, topic_name(Topic.DIRECTORY, prefix), view.apply
     )
 
+    async def on_case_event(event: CloudEvent[Any], _delivery: Delivery) -> None:
+        if event.type == "notification.failed":
+            metrics.delivery_failures.inc()
+        await cases.on_event(event)
+
+    projection = EventConsumer(
+        bootstrap=settings.kafka_bootstrap,
+        topics=[topic_name(Topic.DISCREPANCY, prefix), topic_name(Topic.NOTIFICATION, prefix)],
+        group_id=f"{prefix}{settings.consumer_group}-cases",
+        handler=on_case_event,
+        producer=producer,
+        metrics=metrics.plumbing,
+        client_id="monitor-cases",
+        partitions=settings.kafka_partitions,
+        replication=settings.kafka_replication,
+    )
+
+    def live_numbers() -> dict[str, Any]:
+        lag = sum(s.value for m in metrics.plumbing.lag.collect() for s in m.samples)
+        return {
+            "events": _total(metrics.events_seen),
+            "lag": int(lag),
+            "time": time.time(),
+            "flagged": _total(metrics.flagged),
+        }
+
     async def readiness() -> dict[str, bool]:
-        return {"broker": consumer.connected}
+        return {
+            "database": await ping(engine),
+            "broker": projection.connected,
+            "stream": bool(worker.app.started) and not worker.app.rebalancing,
+        }
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        consumer.start()
+        await create_schema(engine, Base.metadata)
+        (settings.data_dir / settings.instance_id).mkdir(parents=True, exist_ok=True)
+        setup = asyncio.create_task(
+            connect_producer(
+                producer,
+                settings.kafka_bootstrap,
+                all_topics(prefix),
+                partitions=settings.kafka_partitions,
+                replication=settings.kafka_replication,
+            )
+        )
+        # faust subscribes to these at start: they must exist first.
+        await ensure_topics(
+            settings.kafka_bootstrap,
+            all_topics(prefix),
+            partitions=settings.kafka_partitions,
+            replication=settings.kafka_replication,
+        )
+        relay.start()
+        follower.start()
+        projection.start()
         try:
-            yield
+            async with faust_app_running(worker.app, stop_timeout=30):
+                yield
         finally:
-            await consumer.stop()
+            await projection.stop()
+            await follower.stop()
+            setup.cancel()
+            await relay.stop()
             await producer.stop()
+            await engine.dispose()
 
-    return create_app(
+    app = create_app(
         title="absch monitor",
         description=__doc__ or "",
         lifespan=lifespan,
         metrics=metrics.plumbing,
         readiness=readiness,
     )
+    app.state.cases = cases
+    app.state.worker = worker
+    app.state.live_numbers = live_numbers
+    app.state.verifier = TokenVerifier(JwksClient(settings.jwks_url).key)
+    install_error_mapping(app)
+    app.include_router(router)
+    app.include_router(dashboard_router)
+    return app

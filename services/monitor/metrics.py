@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from shared.metrics import PlumbingMetrics
+from shared.metrics import LATENCY_BUCKETS, PlumbingMetrics
 
 
 class MonitorMetrics:
@@ -14,7 +14,39 @@ class MonitorMetrics:
         self.plumbing = PlumbingMetrics(registry, "monitor")
         self.events_seen = Counter(
             "monitor_events_seen_total",
-            "Events folded into the monitor's state, by type",
+            "IRCC and CPC events read by the stream processor",
             ["type"],
+            registry=registry,
+        )
+        self.cpcs_checked = Counter(
+            "monitor_citations_checked_total", "CPC-to-IRCC citations evaluated", registry=registry
+        )
+        self.flagged = Counter(
+            "monitor_discrepancies_flagged_total",
+            "Discrepancies raised, by rule",
+            ["rule"],
+            registry=registry,
+        )
+        self.cleared = Counter(
+            "monitor_discrepancies_cleared_total",
+            "Discrepancies that stopped holding, by rule",
+            ["rule"],
+            registry=registry,
+        )
+        self.check_seconds = Histogram(
+            "monitor_check_seconds",
+            "Time to evaluate one work item",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.table_keys = Gauge(
+            "monitor_table_keys", "Keys held locally, by table", ["table"], registry=registry
+        )
+        self.work_errors = Counter(
+            "monitor_work_errors_total", "Work items that failed to evaluate", registry=registry
+        )
+        self.delivery_failures = Counter(
+            "monitor_delivery_failures_seen_total",
+            "notification.failed events seen",
             registry=registry,
         )

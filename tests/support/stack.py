@@ -35,7 +35,14 @@ class Stack:
 
 @asynccontextmanager
 async def running_stack(
-    *, kafka: str, prefix: str, db_url: Any, tmp: Path, smtp: SmtpSink, **notifier_extra: Any
+    *,
+    kafka: str,
+    prefix: str,
+    db_url: Any,
+    tmp: Path,
+    smtp: SmtpSink,
+    monitor_extra: dict[str, Any] | None = None,
+    **notifier_extra: Any,
 ) -> AsyncIterator[Stack]:
     """Start every service against one broker, one topic prefix and one SMTP sink."""
     async with AsyncExitStack() as stack:
@@ -71,7 +78,10 @@ async def running_stack(
             kafka_bootstrap=kafka,
             kafka_topic_prefix=prefix,
             database_url=await db_url("monitor"),
+            jwks_url=f"{base}/.well-known/jwks.json",
+            data_dir=tmp / "monitor",
             environment="test",
+            **(monitor_extra or {}),
         )
         monitor_url = await stack.enter_async_context(serving(monitor_app(monitor_settings)))
         checkpoint, notifier, monitor = [

@@ -1,0 +1,52 @@
+"""Monitor tables: discrepancy cases, delivery failures seen, outbox."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from shared.outbox import OutboxMixin
+
+
+class Base(DeclarativeBase):
+    """Metadata of the monitor database."""
+
+
+class CaseRow(Base):
+    """A discrepancy as a case that provider authorities work."""
+
+    __tablename__ = "cases"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    rule: Mapped[str] = mapped_column(String(32), index=True)
+    cpc_uid: Mapped[str] = mapped_column(String(64), index=True)
+    ircc_uid: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    provider_country: Mapped[str | None] = mapped_column(String(8), index=True, nullable=True)
+    user_country: Mapped[str] = mapped_column(String(8), index=True)
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    history: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    last_event_id: Mapped[str] = mapped_column(String(64))
+    flagged_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DeliveryFailureRow(Base):
+    """A ``notification.failed`` event, for the operator dashboard."""
+
+    __tablename__ = "delivery_failures"
+
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(64))
+    template: Mapped[str] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class OutboxRow(OutboxMixin, Base):
+    """Case events waiting for the relay."""
+
+    __tablename__ = "outbox"

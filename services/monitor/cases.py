@@ -1,0 +1,239 @@
+"""Discrepancy cases: the projection of ``absch.discrepancy.v1`` and the people's actions.
+
+Flagged discrepancies open a case, cleared ones close it as ``cleared``; the provider
+country's CNA or NFP acknowledges, resolves (with a note) or reopens it. Every action is a
+``discrepancy.case_updated`` event, committed with the case through the outbox.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.monitor.adapters.tables import CaseRow, DeliveryFailureRow, OutboxRow
+from shared.auth import Principal, Role
+from shared.events import CloudEvent, Topic, new_event
+from shared.events.models import DiscrepancyEvent, NotificationOutcome
+from shared.outbox import OutboxRelay, stage
+
+ACTIONS: dict[str, tuple[frozenset[str], str]] = {
+    "acknowledge": (frozenset({"open"}), "acknowledged"),
+    "resolve": (frozenset({"open", "acknowledged"}), "resolved"),
+    "reopen": (frozenset({"acknowledged", "resolved", "cleared"}), "open"),
+}
+
+
+class CaseNotFound(Exception):
+    """No such case (or not visible to the caller)."""
+
+
+class CaseForbidden(Exception):
+    """The caller may not act on this case."""
+
+
+class CaseConflict(Exception):
+    """The action does not apply to the case's status."""
+
+
+@dataclass
+class CaseStore:
+    """Cases in the monitor's database."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    relay: OutboxRelay
+    topic_prefix: str
+    clock: Callable[[], datetime]
+
+    async def on_event(self, event: CloudEvent[Any]) -> None:
+        """Project discrepancy and notification events (idempotent on event id)."""
+        if isinstance(event.data, NotificationOutcome):
+            if event.type == "notification.failed":
+                await self._failure(event)
+            return
+        if not isinstance(event.data, DiscrepancyEvent) or event.type == "discrepancy.case_updated":
+            return  # case updates are written by the API that emits them
+        data: DiscrepancyEvent = event.data
+        async with self.sessions() as session:
+            case = await session.get(CaseRow, data.id)
+            if case is not None and case.last_event_id == event.id:
+                return
+            status = "cleared" if event.type == "discrepancy.cleared" else "open"
+            if case is None:
+                case = CaseRow(
+                    id=data.id,
+                    rule=data.rule,
+                    cpc_uid=data.cpc_uid,
+                    ircc_uid=data.ircc_uid,
+                    provider_country=data.provider_country,
+                    user_country=data.user_country,
+                    evidence=data.evidence,
+                    status=status,
+                    history=[],
+                    last_event_id=event.id,
+                    flagged_at=event.time,
+                    updated_at=event.time,
+                )
+                session.add(case)
+            case.status, case.last_event_id, case.updated_at = status, event.id, event.time
+            case.history = [
+                *case.history,
+                {
+                    "at": event.time.isoformat(),
+                    "actor": "monitor",
+                    "action": event.type.split(".")[1],
+                    "status": status,
+                },
+            ]
+            await session.commit()
+
+    async def _failure(self, event: CloudEvent[Any]) -> None:
+        data: NotificationOutcome = event.data
+        async with self.sessions() as session:
+            if await session.get(DeliveryFailureRow, event.id) is None:
+                session.add(
+                    DeliveryFailureRow(
+                        event_id=event.id,
+                        subject=data.subject,
+                        template=data.template,
+                        error=data.error,
+                        at=event.time,
+                    )
+                )
+                await session.commit()
+
+    async def act(
+        self, principal: Principal, case_id: str, action: str, note: str | None
+    ) -> CaseRow:
+        """Apply a person's action and emit ``discrepancy.case_updated``."""
+        allowed_from, target = ACTIONS[action]
+        async with self.sessions() as session:
+            case = await session.get(CaseRow, case_id)
+            if case is None or not can_see(principal, case):
+                raise CaseNotFound(case_id)
+            if not principal.is_admin and principal.role not in {Role.CNA, Role.NFP}:
+                raise CaseForbidden("only the provider country's CNA or NFP works cases")
+            if case.status not in allowed_from:
+                raise CaseConflict(f"cannot {action} a case that is {case.status}")
+            if action == "resolve" and not (note and note.strip()):
+                raise CaseConflict("a note is required to resolve")
+            now = self.clock()
+            case.status, case.updated_at = target, now
+            case.history = [
+                *case.history,
+                {
+                    "at": now.isoformat(),
+                    "actor": principal.id,
+                    "action": action,
+                    "status": target,
+                    "note": note,
+                },
+            ]
+            data = DiscrepancyEvent(
+                id=case.id,
+                rule=case.rule,
+                cpc_uid=case.cpc_uid,
+                ircc_uid=case.ircc_uid,
+                provider_country=case.provider_country,
+                user_country=case.user_country,
+                evidence=case.evidence,
+                status=target,
+                note=note,
+                actor=principal.id,
+            )
+            event = new_event(
+                "discrepancy.case_updated", source="monitor", subject=case.cpc_uid, data=data
+            )
+            stage(session, OutboxRow, f"{self.topic_prefix}{Topic.DISCREPANCY}", event, key=case.id)
+            await session.commit()
+        self.relay.wake()
+        return case
+
+    async def list(
+        self,
+        principal: Principal,
+        *,
+        provider: str | None,
+        user: str | None,
+        status: str | None,
+        rule: str | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[int, list[CaseRow]]:
+        """Cases the caller may see, newest first."""
+        query = select(CaseRow)
+        if not principal.is_admin:
+            if principal.role not in READERS:
+                return 0, []
+            query = query.where(CaseRow.provider_country == principal.government)
+        if provider:
+            query = query.where(CaseRow.provider_country == provider.lower())
+        if user:
+            query = query.where(CaseRow.user_country == user.lower())
+        if status:
+            query = query.where(CaseRow.status == status)
+        if rule:
+            query = query.where(CaseRow.rule == rule)
+        async with self.sessions() as session:
+            total = await session.scalar(select(func.count()).select_from(query.subquery()))
+            rows = await session.scalars(
+                query.order_by(CaseRow.flagged_at.desc(), CaseRow.id).offset(offset).limit(limit)
+            )
+            return int(total or 0), list(rows)
+
+    async def get(self, principal: Principal, case_id: str) -> CaseRow:
+        """One case the caller may see."""
+        async with self.sessions() as session:
+            case = await session.get(CaseRow, case_id)
+        if case is None or not can_see(principal, case):
+            raise CaseNotFound(case_id)
+        return case
+
+    async def summary(self) -> dict[str, Any]:
+        """Counts for the dashboard: open cases by rule and by provider country, failures."""
+        async with self.sessions() as session:
+            live = CaseRow.status.in_(("open", "acknowledged"))
+            by_rule = dict(
+                (
+                    await session.execute(
+                        select(CaseRow.rule, func.count()).where(live).group_by(CaseRow.rule)
+                    )
+                ).all()
+            )
+            by_country = dict(
+                (
+                    await session.execute(
+                        select(CaseRow.provider_country, func.count())
+                        .where(live)
+                        .group_by(CaseRow.provider_country)
+                    )
+                ).all()
+            )
+            by_status = dict(
+                (
+                    await session.execute(
+                        select(CaseRow.status, func.count()).group_by(CaseRow.status)
+                    )
+                ).all()
+            )
+            failures = await session.scalar(select(func.count()).select_from(DeliveryFailureRow))
+        return {
+            "by_rule": by_rule,
+            "by_country": {k or "?": v for k, v in by_country.items()},
+            "by_status": by_status,
+            "failed_deliveries": int(failures or 0),
+        }
+
+
+READERS = frozenset({Role.NFP, Role.CNA, Role.PA, Role.NAU})
+
+
+def can_see(principal: Principal, case: CaseRow) -> bool:
+    """Only the provider country's authorities (and the Secretariat) see a case."""
+    if principal.is_admin:
+        return True
+    return principal.role in READERS and principal.government == case.provider_country

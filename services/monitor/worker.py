@@ -1,0 +1,248 @@
+"""The monitor's stream processor (faust): IRCC state, citations, checks, discrepancies.
+
+Topology (all topics carry the deployment prefix):
+
+- ``absch.ircc.v1`` → re-keyed by IRCC ``header.identifier`` onto the work topic;
+- ``absch.cpc.v1`` → one citation per cited IRCC (keyed by that IRCC) plus one CPC item
+  (keyed ``cpc:<uid>``) onto the work topic;
+- the work topic's agent keeps, per key, the IRCC state, its citations, the CPC items and
+  the findings raised (tables with changelogs), evaluates, and emits ``discrepancy.*``;
+- a timer re-checks keys whose grace period for unknown references has passed.
+
+Everything one evaluation needs is in one partition, so any number of workers gives the
+same results as one, and results do not depend on the order events arrive in.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import faust
+
+from services.monitor import evaluation as ev
+from services.monitor.directory import CheckpointView
+from services.monitor.domain import apply_ircc_event
+from services.monitor.metrics import MonitorMetrics
+from services.monitor.settings import MonitorSettings
+from shared.events import DecodeError, Topic, decode_event, topic_name
+from shared.events.models import CpcPublished, IrccEvent
+
+log = logging.getLogger(__name__)
+
+
+def _broker_url(bootstrap: str) -> str:
+    return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(","))
+
+
+def _raw_topic(app: faust.App, name: str) -> Any:
+    return app.topic(
+        name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+
+
+class MonitorWorker:
+    """A faust app configured from settings; run it with ``faust_app_running``."""
+
+    def __init__(
+        self,
+        settings: MonitorSettings,
+        *,
+        metrics: MonitorMetrics,
+        checkpoints: CheckpointView,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.checkpoints = checkpoints
+        self.clock = clock
+        self.grace = timedelta(seconds=settings.unknown_grace_seconds)
+        prefix = settings.kafka_topic_prefix
+        extra: dict[str, Any] = {}
+        if settings.single_record_batches:
+            extra = {"producer_max_batch_size": 1, "producer_linger_ms": 0}
+        parts = settings.kafka_partitions
+        self.app = faust.App(
+            f"{prefix}absch-monitor",
+            broker=_broker_url(settings.kafka_bootstrap),
+            store="memory://",
+            web_enabled=False,
+            autodiscover=False,
+            datadir=str(settings.data_dir / settings.instance_id),
+            topic_partitions=parts,
+            topic_replication_factor=settings.kafka_replication,
+            broker_session_timeout=6,
+            broker_heartbeat_interval=1,
+            broker_rebalance_timeout=6,
+            broker_request_timeout=30,
+            producer_acks=-1,
+            consumer_auto_offset_reset="earliest",
+            table_standby_replicas=0,
+            **extra,
+        )
+        self.ircc_topic = _raw_topic(self.app, topic_name(Topic.IRCC, prefix))
+        self.cpc_topic = _raw_topic(self.app, topic_name(Topic.CPC, prefix))
+        self.out_topic = _raw_topic(self.app, topic_name(Topic.DISCREPANCY, prefix))
+        self.work = self.app.topic(
+            f"{prefix}absch.monitor.work.v1",
+            key_type=bytes,
+            key_serializer="raw",
+            value_serializer="json",
+            partitions=parts,
+            internal=True,
+        )
+        table = self._table
+        self.irccs, self.citations = table("irccs"), table("citations")
+        self.cpcs, self.findings, self.pending = table("cpcs"), table("findings"), table("due")
+        self.app.agent(self.ircc_topic, name="monitor-ircc-in")(self._ircc_in)
+        self.app.agent(self.cpc_topic, name="monitor-cpc-in")(self._cpc_in)
+        self.app.agent(self.work, name="monitor-work")(self._work)
+        self.app.timer(settings.recheck_interval_seconds)(self._recheck_due)
+
+    def _table(self, name: str) -> Any:
+        return self.app.Table(name, default=None, partitions=self.settings.kafka_partitions)
+
+    async def _forward(self, key: str, value: dict[str, Any]) -> None:
+        await self.work.send(key=key.encode(), value=value)
+
+    async def _ircc_in(self, stream: Any) -> None:
+        async for raw in stream:
+            event = _decode(raw)
+            if event is None or not isinstance(event.data, IrccEvent):
+                continue
+            self.metrics.events_seen.labels(event.type).inc()
+            await self._forward(
+                event.data.identifier,
+                {"kind": "ircc", "type": event.type, "data": event.data.model_dump(mode="json")},
+            )
+
+    async def _cpc_in(self, stream: Any) -> None:
+        async for raw in stream:
+            event = _decode(raw)
+            if event is None or not isinstance(event.data, CpcPublished):
+                continue
+            self.metrics.events_seen.labels(event.type).inc()
+            data, received = event.data, event.time.isoformat()
+            refs = [r.get("identifier", "") for r in data.record.get("absIRCCs") or []]
+            for ref in dict.fromkeys(r for r in refs if r):
+                await self._forward(
+                    ref.split("@", 1)[0],
+                    {
+                        "kind": "citation",
+                        "cpc_uid": data.uid,
+                        "cpc": data.record,
+                        "reference": ref,
+                        "received_at": received,
+                    },
+                )
+            await self._forward(
+                ev.CPC_KEY_PREFIX + data.uid,
+                {"kind": "cpc", "cpc_uid": data.uid, "cpc": data.record, "received_at": received},
+            )
+
+    async def _work(self, stream: Any) -> None:
+        async for key_bytes, value in stream.items():
+            key = key_bytes.decode()
+            start = time.perf_counter()
+            try:
+                self._absorb(key, value)
+                await self._evaluate(key)
+            except Exception:  # one bad item must not stop the partition
+                log.exception("monitor work item for %s failed", key)
+                self.metrics.work_errors.inc()
+            self.metrics.check_seconds.observe(time.perf_counter() - start)
+
+    def _absorb(self, key: str, value: dict[str, Any]) -> None:
+        kind = value.get("kind")
+        if kind == "ircc":
+            current = self.irccs[key]
+            state = ev.state_from_json(current) if current else None
+            folded = apply_ircc_event(state, value["type"], value["data"])
+            self.irccs[key] = ev.state_to_json(folded)
+        elif kind == "citation":
+            cites = dict(self.citations[key] or {})
+            cites[value["cpc_uid"]] = {k: value[k] for k in ("cpc", "reference", "received_at")}
+            self.citations[key] = cites
+            self.metrics.cpcs_checked.inc()
+        elif kind == "cpc":
+            self.cpcs[key] = {k: value[k] for k in ("cpc_uid", "cpc", "received_at")}
+
+    async def _evaluate(self, key: str) -> None:
+        now = self.clock()
+        if key.startswith(ev.CPC_KEY_PREFIX):
+            item = self.cpcs[key]
+            if item is None:
+                return
+            findings, due = ev.cpc_findings(
+                item["cpc_uid"],
+                item["cpc"],
+                datetime.fromisoformat(item["received_at"]),
+                self.checkpoints.snapshot(),
+                now=now,
+                grace=self.grace,
+            )
+        else:
+            state_json = self.irccs[key]
+            state = ev.state_from_json(state_json) if state_json else None
+            findings, due = [], None
+            for cpc_uid, c in sorted((self.citations[key] or {}).items()):
+                citation = ev.Citation(
+                    cpc_uid, c["cpc"], c["reference"], datetime.fromisoformat(c["received_at"])
+                )
+                found, when = ev.citation_findings(citation, state, now=now, grace=self.grace)
+                findings += found
+                due = when if due is None or (when and when < due) else due
+        await self._apply(key, findings, due)
+
+    async def _apply(self, key: str, findings: list[Any], due: datetime | None) -> None:
+        change = ev.transition(self.findings[key] or {}, findings)
+        for event in change.events:
+            await self.out_topic.send(key=event.data.id.encode(), value=event.to_json_bytes())
+        for rule in change.flagged:
+            self.metrics.flagged.labels(rule).inc()
+        for rule in change.cleared:
+            self.metrics.cleared.labels(rule).inc()
+        if change.events:
+            self.findings[key] = change.stored
+        if due is not None:
+            self.pending[key] = due.isoformat()
+        elif self.pending[key] is not None:
+            del self.pending[key]
+
+    async def _recheck_due(self) -> None:
+        now = self.clock()
+        due = [
+            k
+            for k, when in list(self.pending.items())
+            if when and datetime.fromisoformat(when) <= now
+        ]
+        for key in due:
+            await self._forward(key, {"kind": "recheck"})
+        for name, table in (
+            ("irccs", self.irccs),
+            ("citations", self.citations),
+            ("cpcs", self.cpcs),
+            ("findings", self.findings),
+        ):
+            self.metrics.table_keys.labels(name).set(len(table))
+
+    async def recheck_checkpoint(self, identifier: str) -> None:
+        """A checkpoint changed: look again at the local CPCs that cite it."""
+        for key, item in list(self.cpcs.items()):
+            cited = [
+                r.get("identifier", "").split("@", 1)[0]
+                for r in (item or {}).get("cpc", {}).get("absCheckpoints") or []
+            ]
+            if identifier in cited:
+                await self._forward(key, {"kind": "recheck"})
+
+
+def _decode(raw: bytes) -> Any:
+    try:
+        return decode_event(raw)
+    except DecodeError as exc:
+        log.warning("monitor skipped an undecodable event: %s", exc)
+        return None
