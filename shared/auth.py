@@ -119,7 +119,7 @@ class TokenVerifier:
 
 
 def _unauthorized(detail: str) -> ProblemError:
-    return ProblemError(401, "Unauthorized", detail)
+    return ProblemError(401, "Unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})
 
 
 class JwksClient:

@@ -45,17 +45,24 @@ class ProblemError(Exception):
         *,
         errors: list[FieldProblem] | None = None,
         type_: str = "about:blank",
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detail or title)
         self.problem = Problem(type=type_, title=title, status=status, detail=detail, errors=errors)
+        self.headers = headers or {}
 
 
-def problem_response(problem: Problem, request: Request | None = None) -> JSONResponse:
+def problem_response(
+    problem: Problem, request: Request | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     """Serialise a problem with the right media type."""
     if request is not None and problem.instance is None:
         problem = problem.model_copy(update={"instance": request.url.path})
     return JSONResponse(
-        problem.model_dump(exclude_none=True), status_code=problem.status, media_type=PROBLEM_JSON
+        problem.model_dump(exclude_none=True),
+        status_code=problem.status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
     )
 
 
@@ -96,7 +103,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ProblemError)
     async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
-        return problem_response(exc.problem, request)
+        return problem_response(exc.problem, request, exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -158,12 +158,12 @@ class MonitorWorker:
     def _absorb(self, key: str, value: dict[str, Any]) -> None:
         kind = value.get("kind")
         if kind == "ircc":
-            current = self.irccs[key]
+            current = self.irccs.get(key)
             state = ev.state_from_json(current) if current else None
             folded = apply_ircc_event(state, value["type"], value["data"])
             self.irccs[key] = ev.state_to_json(folded)
         elif kind == "citation":
-            cites = dict(self.citations[key] or {})
+            cites = dict(self.citations.get(key) or {})
             cites[value["cpc_uid"]] = {k: value[k] for k in ("cpc", "reference", "received_at")}
             self.citations[key] = cites
             self.metrics.cpcs_checked.inc()
@@ -173,7 +173,7 @@ class MonitorWorker:
     async def _evaluate(self, key: str) -> None:
         now = self.clock()
         if key.startswith(ev.CPC_KEY_PREFIX):
-            item = self.cpcs[key]
+            item = self.cpcs.get(key)
             if item is None:
                 return
             findings, due = ev.cpc_findings(
@@ -185,10 +185,10 @@ class MonitorWorker:
                 grace=self.grace,
             )
         else:
-            state_json = self.irccs[key]
+            state_json = self.irccs.get(key)
             state = ev.state_from_json(state_json) if state_json else None
             findings, due = [], None
-            for cpc_uid, c in sorted((self.citations[key] or {}).items()):
+            for cpc_uid, c in sorted((self.citations.get(key) or {}).items()):
                 citation = ev.Citation(
                     cpc_uid, c["cpc"], c["reference"], datetime.fromisoformat(c["received_at"])
                 )
@@ -198,7 +198,7 @@ class MonitorWorker:
         await self._apply(key, findings, due)
 
     async def _apply(self, key: str, findings: list[Any], due: datetime | None) -> None:
-        change = ev.transition(self.findings[key] or {}, findings)
+        change = ev.transition(self.findings.get(key) or {}, findings)
         for event in change.events:
             await self.out_topic.send(key=event.data.id.encode(), value=event.to_json_bytes())
         for rule in change.flagged:
@@ -209,7 +209,7 @@ class MonitorWorker:
             self.findings[key] = change.stored
         if due is not None:
             self.pending[key] = due.isoformat()
-        elif self.pending[key] is not None:
+        elif self.pending.get(key) is not None:
             del self.pending[key]
 
     async def _recheck_due(self) -> None:

@@ -46,9 +46,13 @@ class TopicFollower:
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
-            consumer = AIOKafkaConsumer(self._topic, bootstrap_servers=self._bootstrap,
-                                        group_id=None, auto_offset_reset="earliest",
-                                        enable_auto_commit=False)
+            consumer = AIOKafkaConsumer(
+                self._topic,
+                bootstrap_servers=self._bootstrap,
+                group_id=None,
+                auto_offset_reset="earliest",
+                enable_auto_commit=False,
+            )
             try:
                 await consumer.start()
                 await self._follow(consumer)

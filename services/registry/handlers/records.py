@@ -251,7 +251,7 @@ async def read(
             raise NotFound(f"no record {ref!r}")
         row = found.row
         may_see_draft = check_can_read_draft(principal, row.government)
-        if draft or row.latest_revision == 0:
+        if draft or (row.latest_revision == 0 and found.revision is None):
             if row.draft is None or not may_see_draft:
                 raise NotFound(f"no record {ref!r}")
             return row, None

@@ -6,11 +6,27 @@ import uuid
 from datetime import timedelta
 
 import jwt
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.registry.adapters.tables import UserRow
+from services.registry.adapters.tables import RecordRow, UserRow
 from services.registry.context import RegistryContext
 from services.registry.domain import check_can_create_user
+from services.registry.handlers.errors import InvalidRecord
 from shared.auth import AUDIENCE, ISSUER, Principal, Role, claims_for
+
+
+async def _check_checkpoint(
+    session: AsyncSession, checkpoint: str | None, government: str | None
+) -> None:
+    """An operator is scoped to one checkpoint of its own government [DESIGN §4]."""
+    if not checkpoint:
+        raise InvalidRecord([{"field": "checkpoint", "message": "required for this role"}])
+    row = await session.scalar(select(RecordRow).where(RecordRow.identifier == checkpoint))
+    if row is None or row.schema_name != "absCheckpoint" or row.government != government:
+        raise InvalidRecord(
+            [{"field": "checkpoint", "message": f"no absCheckpoint {checkpoint!r} of {government}"}]
+        )
 
 
 def issue_token(ctx: RegistryContext, principal: Principal) -> str:
@@ -41,6 +57,9 @@ async def create_user(
     if role is Role.ADMIN:
         government = None
     check_can_create_user(creator, role, government)
+    async with ctx.sessions() as session:
+        if role is Role.CHECKPOINT:
+            await _check_checkpoint(session, checkpoint, government)
     user = UserRow(
         id=f"u-{uuid.uuid4().hex[:16]}",
         name=name,

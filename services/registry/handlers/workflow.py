@@ -232,7 +232,9 @@ async def notifications_for(ctx: RegistryContext, principal: Principal) -> list[
 
 
 async def requests_for(ctx: RegistryContext, principal: Principal) -> list[RequestRow]:
-    """Requests of the caller's government (all for the admin)."""
+    """Requests of the caller's government, for its editors (all for the admin)."""
+    if not principal.is_admin and principal.role not in {Role.NFP, Role.PA, Role.NAU}:
+        raise forbidden("only the government's editors see its requests")
     async with ctx.sessions() as session:
         query = select(RequestRow).order_by(RequestRow.id.desc())
         if not principal.is_admin:

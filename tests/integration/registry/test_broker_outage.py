@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 from shared.events import topic_name
+from shared.outbox import OutboxRelay
 from tests.support.kafka import TopicReader
 from tests.support.poll import eventually
 from tests.support.records import authority, permit
@@ -48,7 +48,7 @@ async def test_publications_made_while_the_broker_is_down_are_all_delivered_afte
         assert len(events) == 5
 
 
-def _drained(relay: Any) -> Callable[[], Awaitable[bool]]:
+def _drained(relay: OutboxRelay) -> Callable[[], Awaitable[bool]]:
     async def probe() -> bool:
         return await relay.backlog() == 0
 
