@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ class Stack:
     notifier: httpx.AsyncClient
     monitor: httpx.AsyncClient
     notifier_app: FastAPI
+    monitor_app: FastAPI
 
 
 @asynccontextmanager
@@ -42,6 +44,7 @@ async def running_stack(
     tmp: Path,
     smtp: SmtpSink,
     monitor_extra: dict[str, Any] | None = None,
+    monitor_clock: Callable[[], datetime] | None = None,
     **notifier_extra: Any,
 ) -> AsyncIterator[Stack]:
     """Start every service against one broker, one topic prefix and one SMTP sink."""
@@ -83,7 +86,12 @@ async def running_stack(
             environment="test",
             **(monitor_extra or {}),
         )
-        monitor_url = await stack.enter_async_context(serving(monitor_app(monitor_settings)))
+        monitor_service = (
+            monitor_app(monitor_settings, clock=monitor_clock)
+            if monitor_clock
+            else monitor_app(monitor_settings)
+        )
+        monitor_url = await stack.enter_async_context(serving(monitor_service))
         checkpoint, notifier, monitor = [
             await stack.enter_async_context(httpx.AsyncClient(base_url=url, timeout=30))
             for url in (checkpoint_url, notifier_url, monitor_url)
@@ -94,4 +102,5 @@ async def running_stack(
             notifier=notifier,
             monitor=monitor,
             notifier_app=notifier_service,
+            monitor_app=monitor_service,
         )

@@ -13,7 +13,7 @@ from tests.support.kafka import TopicReader
 from tests.support.monitor import active_findings, running_monitor
 from tests.support.workload import Workload, build
 
-FAST = {"unknown_grace_seconds": 3600.0, "recheck_interval_seconds": 0.5}
+FAST: dict[str, Any] = {"unknown_grace_seconds": 3600.0, "recheck_interval_seconds": 0.5}
 
 
 async def _converge(kafka: str, prefix: str, expected: set[str], timeout: float = 120) -> Any:
