@@ -19,7 +19,12 @@ class MonitorMetrics:
             registry=registry,
         )
         self.cpcs_checked = Counter(
-            "monitor_citations_checked_total", "CPC-to-IRCC citations evaluated", registry=registry
+            "monitor_cpcs_checked_total", "Communiqués taken in for checking", registry=registry
+        )
+        self.citations_checked = Counter(
+            "monitor_citations_checked_total",
+            "CPC-to-IRCC citations taken in for checking",
+            registry=registry,
         )
         self.flagged = Counter(
             "monitor_discrepancies_flagged_total",

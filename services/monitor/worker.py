@@ -166,9 +166,10 @@ class MonitorWorker:
             cites = dict(self.citations.get(key) or {})
             cites[value["cpc_uid"]] = {k: value[k] for k in ("cpc", "reference", "received_at")}
             self.citations[key] = cites
-            self.metrics.cpcs_checked.inc()
+            self.metrics.citations_checked.inc()
         elif kind == "cpc":
             self.cpcs[key] = {k: value[k] for k in ("cpc_uid", "cpc", "received_at")}
+            self.metrics.cpcs_checked.inc()
 
     async def _evaluate(self, key: str) -> None:
         now = self.clock()

@@ -185,3 +185,32 @@ async def test_dashboard_shows_live_numbers_in_a_real_browser(world: World) -> N
     assert country_row.group(1) == "1"
     assert re.search(r'id="failed"[^>]*>0<', dom)
     assert re.search(r'data-key="cpc.published"><td>cpc.published</td>', dom)
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+async def test_monitor_metrics_count_checks_rules_latency_tables_and_lag(world: World) -> None:
+    w = world
+    await eventually(lambda: _has_case(w), what="case listed")
+
+    async def tables_reported() -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
+        samples = _samples((await w.stack.monitor.get("/metrics")).text)
+        return samples if ("monitor_table_keys", (("table", "irccs"),)) in samples else None
+
+    samples = await eventually(tables_reported, what="the timer reported table sizes")
+    assert samples[("monitor_cpcs_checked_total", ())] == 1
+    assert samples[("monitor_citations_checked_total", ())] == 1
+    assert samples[("monitor_discrepancies_flagged_total", (("rule", "IRCC_REVOKED"),))] == 1
+    assert samples[("monitor_check_seconds_count", ())] >= 2
+    assert any(
+        name == "absch_consumer_lag_messages" and dict(labels)["service"] == "monitor"
+        for name, labels in samples
+    )
