@@ -22,7 +22,7 @@ from services.monitor.settings import MonitorSettings
 from services.monitor.worker import MonitorWorker
 from shared.auth import JwksClient, TokenVerifier
 from shared.db import create_engine, create_schema, ping, session_factory
-from shared.events import CloudEvent, Topic, all_topics, topic_name
+from shared.events import CloudEvent, Topic, all_topics, dlq_name, topic_name
 from shared.kafka.admin import connect_producer, ensure_topics
 from shared.kafka.consumer import Delivery, EventConsumer
 from shared.kafka.follower import TopicFollower
@@ -112,7 +112,7 @@ def bootstrap(settings: MonitorSettings, *, clock: Callable[[], datetime] = utc_
         # faust subscribes to these at start: they must exist first.
         await ensure_topics(
             settings.kafka_bootstrap,
-            all_topics(prefix),
+            [*all_topics(prefix), dlq_name(worker.work_topic_name)],
             partitions=settings.kafka_partitions,
             replication=settings.kafka_replication,
         )

@@ -15,6 +15,7 @@ same results as one, and results do not depend on the order events arrive in.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from services.monitor.directory import CheckpointView
 from services.monitor.domain import apply_ircc_event
 from services.monitor.metrics import MonitorMetrics
 from services.monitor.settings import MonitorSettings
-from shared.events import DecodeError, Topic, decode_event, topic_name
+from shared.events import DecodeError, Topic, UnknownEventType, decode_event, dlq_name, topic_name
 from shared.events.models import CpcPublished, IrccEvent
 
 log = logging.getLogger(__name__)
@@ -86,14 +87,16 @@ class MonitorWorker:
         self.ircc_topic = _raw_topic(self.app, topic_name(Topic.IRCC, prefix))
         self.cpc_topic = _raw_topic(self.app, topic_name(Topic.CPC, prefix))
         self.out_topic = _raw_topic(self.app, topic_name(Topic.DISCREPANCY, prefix))
+        self.work_topic_name = f"{prefix}absch.monitor.work.v1"
         self.work = self.app.topic(
-            f"{prefix}absch.monitor.work.v1",
+            self.work_topic_name,
             key_type=bytes,
             key_serializer="raw",
             value_serializer="json",
             partitions=parts,
             internal=True,
         )
+        self._dlqs: dict[str, Any] = {}
         table = self._table
         self.irccs, self.citations = table("irccs"), table("citations")
         self.cpcs, self.findings, self.pending = table("cpcs"), table("findings"), table("due")
@@ -108,10 +111,36 @@ class MonitorWorker:
     async def _forward(self, key: str, value: dict[str, Any]) -> None:
         await self.work.send(key=key.encode(), value=value)
 
+    async def _dead_letter(
+        self, topic: str, key: bytes | None, value: bytes, exc: Exception
+    ) -> None:
+        """Park a message that cannot be handled in ``<topic>.dlq`` with the reason."""
+        headers = [
+            ("error", str(exc)[:1000].encode()),
+            ("error_type", type(exc).__name__.encode()),
+            ("original_topic", topic.encode()),
+            ("service", b"monitor"),
+        ]
+        name = dlq_name(topic)
+        if name not in self._dlqs:
+            self._dlqs[name] = _raw_topic(self.app, name)
+        await self._dlqs[name].send(key=key, value=value, headers=headers)
+        self.metrics.plumbing.dlq.labels("monitor", topic).inc()
+        log.warning("sent a message of %s to its DLQ: %s", topic, exc)
+
+    async def _decoded(self, topic: str, stream: Any) -> Any:
+        """Events of a raw stream; undecodable ones go to the DLQ, unknown types are skipped."""
+        async for key, raw in stream.items():
+            try:
+                yield decode_event(raw)
+            except UnknownEventType:
+                continue
+            except DecodeError as exc:
+                await self._dead_letter(topic, key, raw, exc)
+
     async def _ircc_in(self, stream: Any) -> None:
-        async for raw in stream:
-            event = _decode(raw)
-            if event is None or not isinstance(event.data, IrccEvent):
+        async for event in self._decoded(self.ircc_topic.get_topic_name(), stream):
+            if not isinstance(event.data, IrccEvent):
                 continue
             self.metrics.events_seen.labels(event.type).inc()
             await self._forward(
@@ -120,9 +149,8 @@ class MonitorWorker:
             )
 
     async def _cpc_in(self, stream: Any) -> None:
-        async for raw in stream:
-            event = _decode(raw)
-            if event is None or not isinstance(event.data, CpcPublished):
+        async for event in self._decoded(self.cpc_topic.get_topic_name(), stream):
+            if not isinstance(event.data, CpcPublished):
                 continue
             self.metrics.events_seen.labels(event.type).inc()
             data, received = event.data, event.time.isoformat()
@@ -150,9 +178,12 @@ class MonitorWorker:
             try:
                 self._absorb(key, value)
                 await self._evaluate(key)
-            except Exception:  # one bad item must not stop the partition
+            except Exception as exc:  # one bad item must not stop the partition
                 log.exception("monitor work item for %s failed", key)
                 self.metrics.work_errors.inc()
+                await self._dead_letter(
+                    self.work.get_topic_name(), key_bytes, json.dumps(value).encode(), exc
+                )
             self.metrics.check_seconds.observe(time.perf_counter() - start)
 
     def _absorb(self, key: str, value: dict[str, Any]) -> None:
@@ -239,11 +270,3 @@ class MonitorWorker:
             ]
             if identifier in cited:
                 await self._forward(key, {"kind": "recheck"})
-
-
-def _decode(raw: bytes) -> Any:
-    try:
-        return decode_event(raw)
-    except DecodeError as exc:
-        log.warning("monitor skipped an undecodable event: %s", exc)
-        return None

@@ -205,6 +205,8 @@ class EventConsumer:
             ("original_partition", str(record.partition).encode()),
             ("original_offset", str(record.offset).encode()),
             ("attempts", str(attempts).encode()),
+            ("service", self._client_id.encode()),
+            ("consumer_group", self._group_id.encode()),
         ]
         await self._producer.send_many(
             [OutgoingMessage(dlq_name(record.topic), record.key, record.value or b"", headers)]
