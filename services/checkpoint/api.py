@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, FastAPI, Header, Query, Request
+from fastapi import APIRouter, Body, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -86,8 +86,14 @@ async def submit(
     return JSONResponse(result.model_dump(), status_code=200 if out.replayed else 201)
 
 
+# What a UID or header.identifier can hold (anything else is refused before the database).
+RECORD_KEY = r"^[A-Za-z0-9_.@\-]+$"
+
+
 @router.get("/communiques/{uid}", response_model=CommuniqueView, tags=["communiques"])
-async def get_communique(uid: str, ctx: Ctx) -> CommuniqueView:
+async def get_communique(
+    uid: Annotated[str, Path(max_length=140, pattern=RECORD_KEY)], ctx: Ctx
+) -> CommuniqueView:
     """A communiqué by UID (with or without revision) or header.identifier."""
     return _view(await handlers.get(ctx, uid))
 
@@ -98,7 +104,7 @@ async def list_communiques(
     government: str | None = Query(default=None, pattern=r"^[A-Za-z]{2}$"),
     ircc: str | None = Query(default=None, max_length=140),
     limit: int = Query(default=50, ge=1, le=500),
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=2**31 - 1),
 ) -> list[CommuniqueView]:
     """Communiqués by issuing government and/or cited IRCC, newest first."""
     rows = await handlers.search(ctx, government=government, ircc=ircc, limit=limit, offset=offset)

@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.checkpoint import handlers
 from services.checkpoint.adapters.tables import Base, OutboxRow
@@ -23,7 +24,58 @@ from shared.kafka.admin import connect_producer
 from shared.kafka.consumer import Delivery, EventConsumer
 from shared.kafka.producer import EventProducer
 from shared.outbox import OutboxRelay
-from shared.service import create_app
+from shared.service import Lifespan, create_app
+
+
+def _directory_consumer(ctx: CheckpointContext, producer: EventProducer) -> EventConsumer:
+    settings, prefix = ctx.settings, ctx.settings.kafka_topic_prefix
+
+    async def on_directory(event: CloudEvent[Any], _delivery: Delivery) -> None:
+        await handlers.on_directory(ctx, event)
+
+    # Every instance needs every checkpoint, hence a consumer group of its own.
+    return EventConsumer(
+        bootstrap=settings.kafka_bootstrap,
+        topics=[topic_name(Topic.DIRECTORY, prefix)],
+        group_id=f"{prefix}{settings.consumer_group}-view-{settings.instance_id}",
+        handler=on_directory,
+        producer=producer,
+        metrics=ctx.metrics.plumbing,
+        client_id="checkpoint-view",
+        partitions=settings.kafka_partitions,
+        replication=settings.kafka_replication,
+    )
+
+
+def _lifespan(
+    ctx: CheckpointContext, engine: AsyncEngine, producer: EventProducer, directory: EventConsumer
+) -> Lifespan:
+    settings = ctx.settings
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await create_schema(engine, Base.metadata)
+        setup = asyncio.create_task(
+            connect_producer(
+                producer,
+                settings.kafka_bootstrap,
+                all_topics(settings.kafka_topic_prefix),
+                partitions=settings.kafka_partitions,
+                replication=settings.kafka_replication,
+            )
+        )
+        ctx.relay.start()
+        directory.start()
+        try:
+            yield
+        finally:
+            await directory.stop()
+            setup.cancel()
+            await ctx.relay.stop()
+            await producer.stop()
+            await engine.dispose()
+
+    return lifespan
 
 
 def bootstrap(settings: CheckpointSettings, *, clock: Callable[[], datetime] = utc_now) -> FastAPI:
@@ -38,54 +90,15 @@ def bootstrap(settings: CheckpointSettings, *, clock: Callable[[], datetime] = u
     ctx = CheckpointContext(
         settings=settings, sessions=sessions, relay=relay, metrics=metrics, clock=clock
     )
-    prefix = settings.kafka_topic_prefix
-
-    async def on_directory(event: CloudEvent[Any], _delivery: Delivery) -> None:
-        await handlers.on_directory(ctx, event)
-
-    # Every instance needs every checkpoint, hence a consumer group of its own.
-    directory = EventConsumer(
-        bootstrap=settings.kafka_bootstrap,
-        topics=[topic_name(Topic.DIRECTORY, prefix)],
-        group_id=f"{prefix}{settings.consumer_group}-view-{settings.instance_id}",
-        handler=on_directory,
-        producer=producer,
-        metrics=metrics.plumbing,
-        client_id="checkpoint-view",
-        partitions=settings.kafka_partitions,
-        replication=settings.kafka_replication,
-    )
+    directory = _directory_consumer(ctx, producer)
 
     async def readiness() -> dict[str, bool]:
         return {"database": await ping(engine), "broker": directory.connected}
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await create_schema(engine, Base.metadata)
-        setup = asyncio.create_task(
-            connect_producer(
-                producer,
-                settings.kafka_bootstrap,
-                all_topics(prefix),
-                partitions=settings.kafka_partitions,
-                replication=settings.kafka_replication,
-            )
-        )
-        relay.start()
-        directory.start()
-        try:
-            yield
-        finally:
-            await directory.stop()
-            setup.cancel()
-            await relay.stop()
-            await producer.stop()
-            await engine.dispose()
-
     app = create_app(
         title="absch checkpoint",
         description=__doc__ or "",
-        lifespan=lifespan,
+        lifespan=_lifespan(ctx, engine, producer, directory),
         metrics=metrics.plumbing,
         readiness=readiness,
     )

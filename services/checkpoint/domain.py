@@ -7,12 +7,20 @@ import json
 from typing import Any
 
 from shared.auth import Principal, Role
+from shared.records.common import is_missing
 
 CPC_SCHEMA = "absCheckpointCommunique"
+SUBMITTER_ROLES = frozenset({Role.CHECKPOINT, Role.PA, Role.NAU})
 
 
 class Forbidden(Exception):
     """The caller may not submit for this government or checkpoint."""
+
+
+def check_may_submit_at_all(principal: Principal) -> None:
+    """Refuse roles that never submit before looking at the body (no validation oracle)."""
+    if principal.role not in SUBMITTER_ROLES or principal.government is None:
+        raise Forbidden(f"role {principal.role.value} cannot submit communiqués")
 
 
 def check_can_submit(principal: Principal, government: str, checkpoints: list[str]) -> None:
@@ -37,3 +45,41 @@ def body_hash(body: dict[str, Any]) -> str:
 def for_publication(record: dict[str, Any]) -> dict[str, Any]:
     """Editors' private notes never leave the service."""
     return {k: v for k, v in record.items() if k != "notes"}
+
+
+def _missing(value: object) -> bool:
+    """Absent or empty; an lstring counts only its text values (raw bodies may hold junk)."""
+    if isinstance(value, dict):
+        value = {k: v for k, v in value.items() if isinstance(v, str)}
+    return is_missing(value)
+
+
+def branch_errors(body: dict[str, Any]) -> list[dict[str, str]]:
+    """The [K1] conditional requirements, checked on the raw body.
+
+    The record model checks them only once every field is valid; this lets one 422 name
+    each failing field even when some fields also fail on their own.
+    """
+    errors: list[dict[str, str]] = []
+
+    def require(field: str, message: str) -> None:
+        errors.append({"field": field, "message": message})
+
+    start, end = body.get("dateCollectedFrom"), body.get("dateCollectedTo")
+    if _missing(body.get("dateCollected")) and (_missing(start) or _missing(end)):
+        if _missing(start) and _missing(end):
+            require(
+                "dateCollected", "dateCollected or dateCollectedFrom + dateCollectedTo is required"
+            )
+        else:
+            missing = "dateCollectedTo" if _missing(end) else "dateCollectedFrom"
+            require(missing, "is required for a collection period (or give dateCollected)")
+    if body.get("absIRCCsNotAvailable") is True:
+        if not _missing(body.get("absIRCCs")):
+            require("absIRCCs", "must be empty when absIRCCsNotAvailable is true")
+        for field in ("sourceCountries", "subjectMatter"):
+            if _missing(body.get(field)):
+                require(field, "is required when absIRCCsNotAvailable is true")
+    elif _missing(body.get("absIRCCs")):
+        require("absIRCCs", "is required unless absIRCCsNotAvailable is true")
+    return errors

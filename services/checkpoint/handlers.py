@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import String, cast, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.checkpoint.adapters.tables import (
     CommuniqueRow,
@@ -16,13 +18,21 @@ from services.checkpoint.adapters.tables import (
     OutboxRow,
 )
 from services.checkpoint.context import CheckpointContext
-from services.checkpoint.domain import CPC_SCHEMA, body_hash, check_can_submit, for_publication
+from services.checkpoint.domain import (
+    CPC_SCHEMA,
+    Forbidden,
+    body_hash,
+    branch_errors,
+    check_can_submit,
+    check_may_submit_at_all,
+    for_publication,
+)
 from shared.auth import Principal
 from shared.events import CloudEvent, Topic, new_event
 from shared.events.models import CpcPublished, DirectoryRecordPublished, DirectoryRecordWithdrawn
 from shared.outbox import stage
 from shared.records import AbsCheckpointCommunique, parse_record, record_errors
-from shared.uid import format_uid, parse_reference
+from shared.uid import BadReference, format_uid, parse_reference
 
 
 class InvalidCommunique(Exception):
@@ -70,12 +80,16 @@ async def on_directory(ctx: CheckpointContext, event: CloudEvent[Any]) -> None:
 
 
 def _validate(body: dict[str, Any]) -> AbsCheckpointCommunique:
-    if (body.get("header") or {}).get("schema") != CPC_SCHEMA:
+    header = body.get("header")
+    if not isinstance(header, dict) or header.get("schema") != CPC_SCHEMA:
         raise InvalidCommunique([{"field": "header.schema", "message": f"must be {CPC_SCHEMA}"}])
     try:
         record = parse_record(body)
     except ValidationError as exc:
-        raise InvalidCommunique(record_errors(exc)) from None
+        errors = record_errors(exc)
+        named = {e["field"] for e in errors}
+        errors += [e for e in branch_errors(body) if e["field"] not in named]
+        raise InvalidCommunique(errors) from None
     assert isinstance(record, AbsCheckpointCommunique)
     return record
 
@@ -93,6 +107,93 @@ async def _replay(
     return Submitted(row.uid, replayed=True)
 
 
+async def _check_cited(session: AsyncSession, gov: str, cited: list[str]) -> None:
+    """Every cited checkpoint must be a published checkpoint of the CPC's government."""
+    errors = []
+    for i, ident in enumerate(cited):
+        cp = await session.get(KnownCheckpoint, ident)
+        if cp is None or not cp.published or cp.government != gov:
+            errors.append(
+                {
+                    "field": f"absCheckpoints.{i}.identifier",
+                    "message": f"not a published checkpoint of {gov}",
+                }
+            )
+    if errors:
+        raise InvalidCommunique(errors)
+
+
+@dataclass(frozen=True)
+class _Submission:
+    """A validated communiqué on its way to the database and the outbox."""
+
+    principal: Principal
+    record: dict[str, Any]
+    government: str
+    checkpoints: list[str]
+    digest: str
+    idempotency_key: str | None
+    correlation_id: str | None
+
+
+def _published_event(sub: _Submission, row: CommuniqueRow) -> CloudEvent[Any]:
+    data = CpcPublished(
+        uid=row.uid,
+        identifier=row.identifier,
+        document_id=row.document_id,
+        revision=row.revision,
+        government=sub.government,
+        checkpoints=sub.checkpoints,
+        submitted_by=sub.principal.id,
+        record=sub.record,
+    )
+    return new_event(
+        "cpc.published",
+        source="checkpoint",
+        subject=row.uid,
+        data=data,
+        correlation_id=sub.correlation_id,
+    )
+
+
+async def _store(ctx: CheckpointContext, sub: _Submission) -> str:
+    """Insert the communiqué, its ``cpc.published`` event and the idempotency key at once.
+
+    Raises ``IntegrityError`` when the identifier or the key was taken meanwhile.
+    """
+    async with ctx.sessions() as session:
+        await _check_cited(session, sub.government, sub.checkpoints)
+        row = CommuniqueRow(
+            identifier=sub.record["header"]["identifier"],
+            government=sub.government,
+            revision=1,
+            uid="",
+            body=sub.record,
+            submitted_by=sub.principal.id,
+            ircc_ids=[
+                parse_reference(r["identifier"])[0] for r in sub.record.get("absIRCCs") or []
+            ],
+            created_at=ctx.clock(),
+        )
+        session.add(row)
+        await session.flush()  # assigns the documentID the UID is made of
+        row.uid = format_uid(CPC_SCHEMA, sub.government, row.document_id, row.revision)
+        key = format_uid(CPC_SCHEMA, sub.government, row.document_id)
+        stage(session, OutboxRow, ctx.topic(Topic.CPC), _published_event(sub, row), key=key)
+        if sub.idempotency_key:
+            session.add(
+                IdempotencyRow(
+                    principal=sub.principal.id,
+                    key=sub.idempotency_key,
+                    body_hash=sub.digest,
+                    uid=row.uid,
+                    created_at=ctx.clock(),
+                )
+            )
+        await session.commit()
+        return row.uid
+
+
 async def submit(
     ctx: CheckpointContext,
     principal: Principal,
@@ -101,7 +202,34 @@ async def submit(
     idempotency_key: str | None,
     correlation_id: str | None = None,
 ) -> Submitted:
-    """Validate, assign the UID and publish ``cpc.published`` through the outbox."""
+    """Validate, assign the UID and publish ``cpc.published`` through the outbox.
+
+    Raises ``Forbidden``, ``InvalidCommunique`` (422) or ``Conflict`` (409).
+    """
+    try:
+        return await _submit(
+            ctx, principal, body, idempotency_key=idempotency_key, correlation_id=correlation_id
+        )
+    except Forbidden:
+        ctx.metrics.rejected.labels("forbidden").inc()
+        raise
+    except InvalidCommunique:
+        ctx.metrics.rejected.labels("invalid").inc()
+        raise
+    except Conflict:
+        ctx.metrics.rejected.labels("conflict").inc()
+        raise
+
+
+async def _submit(
+    ctx: CheckpointContext,
+    principal: Principal,
+    body: dict[str, Any],
+    *,
+    idempotency_key: str | None,
+    correlation_id: str | None,
+) -> Submitted:
+    check_may_submit_at_all(principal)
     digest = body_hash(body)
     if idempotency_key and (done := await _replay(ctx, principal, idempotency_key, digest)):
         return done
@@ -110,99 +238,39 @@ async def submit(
     gov = str(record.government_code())
     cited = [parse_reference(r["identifier"])[0] for r in stored.get("absCheckpoints", [])]
     check_can_submit(principal, gov, cited)
-    warnings = (
-        ["sourceCountries includes the issuing government"]
-        if record.own_country_in_sources()
-        else []
-    )
-    async with ctx.sessions() as session:
-        errors = []
-        for i, ident in enumerate(cited):
-            cp = await session.get(KnownCheckpoint, ident)
-            if cp is None or not cp.published or cp.government != gov:
-                errors.append(
-                    {
-                        "field": f"absCheckpoints.{i}.identifier",
-                        "message": f"not a published checkpoint of {gov}",
-                    }
-                )
-        if errors:
-            raise InvalidCommunique(errors)
-        row = CommuniqueRow(
-            identifier=stored["header"]["identifier"],
-            government=gov,
-            revision=1,
-            uid="",
-            body=stored,
-            submitted_by=principal.id,
-            ircc_ids=[parse_reference(r["identifier"])[0] for r in stored.get("absIRCCs") or []],
-            created_at=ctx.clock(),
-        )
-        session.add(row)
-        try:
-            await session.flush()
-        except IntegrityError:
-            raise Conflict("a communiqué with this header.identifier exists") from None
-        row.uid = format_uid(CPC_SCHEMA, gov, row.document_id, 1)
-        data = CpcPublished(
-            uid=row.uid,
-            identifier=row.identifier,
-            document_id=row.document_id,
-            revision=1,
-            government=gov,
-            checkpoints=cited,
-            submitted_by=principal.id,
-            record=stored,
-        )
-        event = new_event(
-            "cpc.published",
-            source="checkpoint",
-            subject=row.uid,
-            data=data,
-            correlation_id=correlation_id,
-        )
-        stage(
-            session,
-            OutboxRow,
-            ctx.topic(Topic.CPC),
-            event,
-            key=format_uid(CPC_SCHEMA, gov, row.document_id),
-        )
-        if idempotency_key:
-            session.add(
-                IdempotencyRow(
-                    principal=principal.id,
-                    key=idempotency_key,
-                    body_hash=digest,
-                    uid=row.uid,
-                    created_at=ctx.clock(),
-                )
-            )
-        try:
-            await session.commit()
-        except IntegrityError:  # the same key raced us: answer as the winner did
-            await session.rollback()
-            if idempotency_key and (done := await _replay(ctx, principal, idempotency_key, digest)):
-                return done
-            raise Conflict("a communiqué with this header.identifier exists") from None
+    sub = _Submission(principal, stored, gov, cited, digest, idempotency_key, correlation_id)
+    try:
+        uid = await _store(ctx, sub)
+    except IntegrityError:  # the same key raced us (answer as the winner did), or the identifier
+        if idempotency_key and (done := await _replay(ctx, principal, idempotency_key, digest)):
+            return done
+        raise Conflict("a communiqué with this header.identifier exists") from None
     ctx.relay.wake()
     ctx.metrics.submitted.inc()
-    return Submitted(row.uid, warnings=warnings)
+    warnings = []
+    if record.own_country_in_sources():
+        warnings.append("sourceCountries includes the issuing government")
+    return Submitted(uid, warnings=warnings)
 
 
 async def get(ctx: CheckpointContext, uid: str) -> CommuniqueRow:
     """A communiqué by UID (revision optional) or header.identifier."""
+    wanted = uid.strip()
     async with ctx.sessions() as session:
         row = await session.scalar(
             select(CommuniqueRow).where(
-                (CommuniqueRow.uid == uid.upper())
-                | (CommuniqueRow.identifier == uid)
-                | (CommuniqueRow.uid.like(f"{uid.upper()}-%"))
+                (CommuniqueRow.uid == wanted.upper())
+                | (CommuniqueRow.identifier == wanted)
+                | CommuniqueRow.uid.like(_like_prefix(wanted.upper()) + "-%", escape="\\")
             )
         )
     if row is None:
         raise NotFound(f"no communiqué {uid!r}")
     return row
+
+
+def _like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 async def search(
@@ -212,9 +280,14 @@ async def search(
     query = select(CommuniqueRow).order_by(CommuniqueRow.document_id.desc())
     if government:
         query = query.where(CommuniqueRow.government == government.lower())
-    async with ctx.sessions() as session:
-        rows = list(await session.scalars(query))
     if ircc:
-        ident = parse_reference(ircc)[0]
-        rows = [r for r in rows if ident in r.ircc_ids]
-    return rows[offset : offset + limit]
+        try:
+            ident = parse_reference(ircc.strip())[0]
+        except BadReference as exc:
+            raise InvalidCommunique([{"field": "ircc", "message": str(exc)}]) from None
+        # ircc_ids is a JSON list of identifiers, which never hold quotes: match the
+        # quoted identifier in its text so that paging stays in SQL.
+        quoted = _like_prefix(json.dumps(ident))
+        query = query.where(cast(CommuniqueRow.ircc_ids, String).like(f"%{quoted}%", escape="\\"))
+    async with ctx.sessions() as session:
+        return list(await session.scalars(query.limit(limit).offset(offset)))

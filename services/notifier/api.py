@@ -54,15 +54,22 @@ async def deliveries(
     ctx: Ctx,
     caller: Caller,
     subject: str = Query(
-        min_length=1, max_length=64, description="record UID (with or without revision)"
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.:@\-]+$",
+        description="record UID (with or without revision)",
     ),
     status: str | None = Query(default=None, pattern="^(pending|sent|failed)$"),
     limit: int = Query(default=500, ge=1, le=5000),
 ) -> list[DeliveryView]:
     """Deliveries for a record UID; a revision-less UID matches every revision."""
     query = select(DeliveryRow).order_by(DeliveryRow.id).limit(limit)
-    prefix = subject.upper()
-    query = query.where((DeliveryRow.subject == prefix) | DeliveryRow.subject.like(f"{prefix}-%"))
+    uid = subject.upper()
+    # A revision-less UID also matches "<uid>-<revision>"; LIKE wildcards are escaped.
+    pattern = uid.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "-%"
+    query = query.where(
+        (DeliveryRow.subject == uid) | DeliveryRow.subject.like(pattern, escape="\\")
+    )
     if status:
         query = query.where(DeliveryRow.status == status)
     async with ctx.sessions() as session:

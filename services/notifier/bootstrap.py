@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.notifier.adapters.smtp import SmtpMailer
 from services.notifier.adapters.tables import Base, OutboxRow
 from services.notifier.api import router
 from services.notifier.context import NotifierContext, utc_now
 from services.notifier.delivery import DeliveryWorker
+from services.notifier.expiry import ExpiryScheduler
 from services.notifier.handlers import mail_handler
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.projection import Projection
@@ -27,18 +30,28 @@ from shared.kafka.admin import connect_producer
 from shared.kafka.consumer import Delivery, EventConsumer, Handler
 from shared.kafka.producer import EventProducer
 from shared.outbox import OutboxRelay
-from shared.service import create_app
+from shared.service import Lifespan, create_app
 
 
-def bootstrap(settings: NotifierSettings, *, clock: Callable[[], datetime] = utc_now) -> FastAPI:
-    """The notifier app; its lifespan runs consumers, the delivery worker and the relay."""
+@dataclass
+class _Parts:
+    """Everything the lifespan starts and stops."""
+
+    engine: AsyncEngine
+    producer: EventProducer
+    ctx: NotifierContext
+    worker: DeliveryWorker
+    expiry: ExpiryScheduler
+    consumers: list[EventConsumer]
+
+
+def _context(settings: NotifierSettings, clock: Callable[[], datetime]) -> _Parts:
     metrics = NotifierMetrics(CollectorRegistry())
     engine = create_engine(settings.database_url)
     sessions = session_factory(engine)
     producer = EventProducer(
         settings.kafka_bootstrap, client_id="notifier", metrics=metrics.plumbing
     )
-    relay = OutboxRelay(sessions, OutboxRow, producer, metrics.plumbing)
     mailer = SmtpMailer(
         settings.smtp_host,
         settings.smtp_port,
@@ -51,13 +64,22 @@ def bootstrap(settings: NotifierSettings, *, clock: Callable[[], datetime] = utc
         settings=settings,
         sessions=sessions,
         projection=Projection(sessions),
-        relay=relay,
+        relay=OutboxRelay(sessions, OutboxRow, producer, metrics.plumbing),
         mailer=mailer,
         metrics=metrics,
         clock=clock,
     )
     worker = DeliveryWorker(ctx)
-    prefix = settings.kafka_topic_prefix
+    interval = settings.expiry_check_interval_seconds
+    expiry = ExpiryScheduler(ctx, interval=interval, on_queued=worker.wake)
+    return _Parts(engine, producer, ctx, worker, expiry, _consumers(ctx, producer, worker))
+
+
+def _consumers(
+    ctx: NotifierContext, producer: EventProducer, worker: DeliveryWorker
+) -> list[EventConsumer]:
+    """The view consumer (directory, IRCC) and the mail consumer (IRCC, CPC, discrepancy)."""
+    settings, prefix = ctx.settings, ctx.settings.kafka_topic_prefix
     handle_mail = mail_handler(ctx)
 
     async def on_mail_event(event: CloudEvent[Any], delivery: Delivery) -> None:
@@ -74,68 +96,81 @@ def bootstrap(settings: NotifierSettings, *, clock: Callable[[], datetime] = utc
             group_id=f"{prefix}{group}",
             handler=handler,
             producer=producer,
-            metrics=metrics.plumbing,
+            metrics=ctx.metrics.plumbing,
             client_id=client,
             partitions=settings.kafka_partitions,
             replication=settings.kafka_replication,
         )
 
     # Every instance keeps the whole directory and IRCC view, hence a group of its own.
-    projection_consumer = consumer(
-        [Topic.DIRECTORY, Topic.IRCC],
-        f"{settings.consumer_group}-view-{settings.instance_id}",
-        on_projection_event,
-        "notifier-view",
-    )
-    mail_consumer = consumer(
-        [Topic.IRCC, Topic.CPC, Topic.DISCREPANCY],
-        settings.consumer_group,
-        on_mail_event,
-        "notifier-mail",
-    )
-    jwks = JwksClient(settings.jwks_url)
+    view_group = f"{settings.consumer_group}-view-{settings.instance_id}"
+    return [
+        consumer([Topic.DIRECTORY, Topic.IRCC], view_group, on_projection_event, "notifier-view"),
+        consumer(
+            [Topic.IRCC, Topic.CPC, Topic.DISCREPANCY],
+            settings.consumer_group,
+            on_mail_event,
+            "notifier-mail",
+        ),
+    ]
 
-    async def readiness() -> dict[str, bool]:
-        return {"database": await ping(engine), "broker": mail_consumer.connected}
+
+def _lifespan(parts: _Parts) -> Lifespan:
+    ctx, settings = parts.ctx, parts.ctx.settings
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await create_schema(engine, Base.metadata)
+        await create_schema(parts.engine, Base.metadata)
         await ctx.projection.load()
         setup = asyncio.create_task(
             connect_producer(
-                producer,
+                parts.producer,
                 settings.kafka_bootstrap,
-                all_topics(prefix),
+                all_topics(settings.kafka_topic_prefix),
                 partitions=settings.kafka_partitions,
                 replication=settings.kafka_replication,
             )
         )
-        relay.start()
-        worker.start()
-        projection_consumer.start()
-        mail_consumer.start()
+        ctx.relay.start()
+        parts.worker.start()
+        for consumer in parts.consumers:
+            consumer.start()
+        parts.expiry.start()
         try:
             yield
         finally:
-            await mail_consumer.stop()
-            await projection_consumer.stop()
-            await worker.stop()
+            await parts.expiry.stop()
+            for consumer in reversed(parts.consumers):
+                await consumer.stop()
+            await parts.worker.stop()
             setup.cancel()
-            await relay.stop()
-            await mailer.close()
-            await producer.stop()
-            await engine.dispose()
+            await ctx.relay.stop()
+            await ctx.mailer.close()
+            await parts.producer.stop()
+            await parts.engine.dispose()
+
+    return lifespan
+
+
+def bootstrap(settings: NotifierSettings, *, clock: Callable[[], datetime] = utc_now) -> FastAPI:
+    """The notifier app; its lifespan runs consumers, the delivery worker, the expiry sweep
+    and the relay. ``clock`` decides "now" for deliveries and "today" for expiry notices."""
+    parts = _context(settings, clock)
+    mail_consumer = parts.consumers[-1]
+
+    async def readiness() -> dict[str, bool]:
+        return {"database": await ping(parts.engine), "broker": mail_consumer.connected}
 
     app = create_app(
         title="absch notifier",
         description=__doc__ or "",
-        lifespan=lifespan,
-        metrics=metrics.plumbing,
+        lifespan=_lifespan(parts),
+        metrics=parts.ctx.metrics.plumbing,
         readiness=readiness,
     )
-    app.state.ctx = ctx
-    app.state.worker = worker
-    app.state.verifier = TokenVerifier(jwks.key)
+    app.state.ctx = parts.ctx
+    app.state.worker = parts.worker
+    app.state.expiry = parts.expiry
+    app.state.verifier = TokenVerifier(JwksClient(settings.jwks_url).key)
     app.include_router(router)
     return app

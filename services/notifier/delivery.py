@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
@@ -59,6 +59,7 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        self._pause = idle_seconds
 
     def wake(self) -> None:
         """New deliveries were committed."""
@@ -86,7 +87,7 @@ class DeliveryWorker:
             if sent == 0 and not self._stopping:
                 self._wake.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._idle)
+                    await asyncio.wait_for(self._wake.wait(), self._pause)
 
     async def run_once(self) -> int:
         """Attempt every due delivery once; returns how many were attempted."""
@@ -107,13 +108,27 @@ class DeliveryWorker:
                     break
                 await self._attempt(session, row)
                 await session.commit()
-            pending = await session.scalar(
-                select(func.count()).select_from(DeliveryRow).where(DeliveryRow.status == "pending")
-            )
+            pending, next_due = (
+                await session.execute(
+                    select(func.count(), func.min(DeliveryRow.next_attempt_at)).where(
+                        DeliveryRow.status == "pending"
+                    )
+                )
+            ).one()
             ctx.metrics.pending.set(pending or 0)
+        self._pause = self._until(next_due)
         if due:
             ctx.relay.wake()
         return len(due)
+
+    def _until(self, next_due: datetime | None) -> float:
+        """Seconds to rest: until the next retry is due, at most the idle interval."""
+        if next_due is None:
+            return self._idle
+        if next_due.tzinfo is None:  # SQLite hands back naive UTC
+            next_due = next_due.replace(tzinfo=UTC)
+        left = (next_due - self._ctx.clock()).total_seconds()
+        return min(self._idle, max(left, 0.01))
 
     async def _attempt(self, session: AsyncSession, row: DeliveryRow) -> None:
         ctx = self._ctx

@@ -2,7 +2,10 @@
 
 Sending is the delivery worker's job (``delivery.py``), so an SMTP outage never blocks
 consumption: a delivery row is committed before the offset, and the unique
-(event id, address) pair means a redelivered event never creates a second mail.
+(event id, address) pair means a redelivered event never creates a second mail. The
+event is marked processed in the same transaction, so a re-read of the topic (new consumer
+group, reset offsets) skips it without waiting for references or resolving recipients
+against today's directory.
 """
 
 from __future__ import annotations
@@ -10,13 +13,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.notifier import domain
-from services.notifier.adapters.tables import DeliveryRow
+from services.notifier import domain, references
+from services.notifier.adapters.tables import DeliveryRow, ProcessedEvent
 from services.notifier.context import NotifierContext
 from services.notifier.rendering import DiscrepancyFacts, MailContext, render
 from shared.events import CloudEvent
@@ -39,53 +45,98 @@ async def wait_for(ctx: NotifierContext, kind: str, missing: Callable[[], list[s
         log.warning("references still unknown after waiting: %s", left)
 
 
+@dataclass(frozen=True)
+class MailJob:
+    """What causes mails: an event (or a scheduled notice), its subject UID and template."""
+
+    event_id: str
+    event_type: str
+    subject: str
+    template: str
+
+    @classmethod
+    def of(cls, event: CloudEvent[Any], template: str) -> MailJob:
+        """The job of a consumed event."""
+        return cls(event.id, event.type, event.subject, template)
+
+
+def add_deliveries(
+    session: AsyncSession,
+    job: MailJob,
+    recipients: Iterable[domain.Recipient],
+    context: MailContext,
+    *,
+    known: set[str],
+    now: datetime,
+) -> int:
+    """Add one rendered, pending delivery per address not in ``known``; caller commits."""
+    created = 0
+    for r in recipients:
+        if r.address in known:
+            continue
+        mail = render(job.template, r.language, context)
+        session.add(
+            DeliveryRow(
+                event_id=job.event_id,
+                event_type=job.event_type,
+                subject=job.subject,
+                recipient=r.address,
+                role=r.role,
+                template=job.template,
+                language=r.language,
+                mail_subject=mail.subject,
+                text_body=mail.text,
+                html_body=mail.html,
+                status="pending",
+                attempts=0,
+                next_attempt_at=now,
+                created_at=now,
+            )
+        )
+        known.add(r.address)
+        created += 1
+    return created
+
+
+async def already_processed(ctx: NotifierContext, event_id: str) -> bool:
+    """True when the deliveries of this event were created before (e.g. a topic re-read)."""
+    async with ctx.sessions() as session:
+        return await session.get(ProcessedEvent, event_id) is not None
+
+
 async def enqueue(
     ctx: NotifierContext,
-    event: CloudEvent[Any],
-    template: str,
+    job: MailJob,
     recipients: Iterable[domain.Recipient],
     context: MailContext,
 ) -> int:
-    """Create one pending delivery per new (event, address); returns how many were new."""
-    created = 0
+    """Create one pending delivery per new (event, address) and mark the event processed,
+    in one transaction; returns how many deliveries were new."""
     async with ctx.sessions() as session:
+        if await session.get(ProcessedEvent, job.event_id) is not None:
+            return 0
+        # Rows from before processed_events existed still count: one mail per pair, ever.
         known = set(
             await session.scalars(
-                select(DeliveryRow.recipient).where(DeliveryRow.event_id == event.id)
+                select(DeliveryRow.recipient).where(DeliveryRow.event_id == job.event_id)
             )
         )
         now = ctx.clock()
-        for r in recipients:
-            if r.address in known:
-                continue
-            mail = render(template, r.language, context)
-            session.add(
-                DeliveryRow(
-                    event_id=event.id,
-                    event_type=event.type,
-                    subject=event.subject,
-                    recipient=r.address,
-                    role=r.role,
-                    template=template,
-                    language=r.language,
-                    mail_subject=mail.subject,
-                    text_body=mail.text,
-                    html_body=mail.html,
-                    status="pending",
-                    attempts=0,
-                    next_attempt_at=now,
-                    created_at=now,
-                )
+        created = add_deliveries(session, job, recipients, context, known=known, now=now)
+        session.add(
+            ProcessedEvent(
+                event_id=job.event_id,
+                event_type=job.event_type,
+                deliveries=created,
+                processed_at=now,
             )
-            known.add(r.address)
-            created += 1
+        )
         try:
             await session.commit()
         except IntegrityError:  # a concurrent redelivery won the race: nothing to add
             await session.rollback()
             return 0
-    for _ in range(created):
-        ctx.metrics.queued.labels(template).inc()
+    ctx.metrics.queued.labels(job.template).inc(created)
     return created
 
 
@@ -94,14 +145,13 @@ async def on_ircc(ctx: NotifierContext, event: CloudEvent[Any]) -> None:
     data: IrccEvent = event.data
     await ctx.projection.apply(event)
     record = data.record
-    cna = domain.reference_id(record.get("absCNA"))
-    await wait_for(ctx, "absCNA", lambda: [cna] if cna and not ctx.projection.knows(cna) else [])
-    recipients = domain.recipients_for_ircc(record, ctx.projection.directory)
-    template = event.type.replace(".", "_")
+    directory = ctx.projection.directory
+    await wait_for(ctx, "ircc", lambda: references.missing_for_ircc(record, directory))
+    recipients = domain.recipients_for_ircc(record, directory)
+    cna = domain.reference_ids(record.get("absCNA"))
     await enqueue(
         ctx,
-        event,
-        template,
+        MailJob.of(event, event.type.replace(".", "_")),
         recipients,
         MailContext(
             uid=data.uid,
@@ -109,7 +159,7 @@ async def on_ircc(ctx: NotifierContext, event: CloudEvent[Any]) -> None:
             event_type=event.type,
             record=record,
             reason=data.reason,
-            labels=labels(ctx, [cna] if cna else []),
+            labels=labels(ctx, cna),
         ),
     )
 
@@ -118,17 +168,18 @@ async def on_cpc(ctx: NotifierContext, event: CloudEvent[Any]) -> None:
     """CPC published: user-country side and provider side (DESIGN.md §5)."""
     data: CpcPublished = event.data
     record = data.record
+    projection = ctx.projection
+    await wait_for(
+        ctx,
+        "cpc",
+        lambda: references.missing_for_cpc(record, projection.ircc, projection.directory),
+    )
+    recipients = domain.recipients_for_cpc(record, projection.ircc, projection.directory)
     cited = domain.reference_ids(record.get("absIRCCs"))
     checkpoints = domain.reference_ids(record.get("absCheckpoints"))
-    await wait_for(ctx, "absIRCCs", lambda: [i for i in cited if ctx.projection.ircc(i) is None])
-    await wait_for(
-        ctx, "absCheckpoints", lambda: [c for c in checkpoints if not ctx.projection.knows(c)]
-    )
-    recipients = domain.recipients_for_cpc(record, ctx.projection.ircc, ctx.projection.directory)
     await enqueue(
         ctx,
-        event,
-        "cpc_published",
+        MailJob.of(event, "cpc_published"),
         recipients,
         MailContext(
             uid=data.uid,
@@ -143,19 +194,23 @@ async def on_cpc(ctx: NotifierContext, event: CloudEvent[Any]) -> None:
 async def on_discrepancy(ctx: NotifierContext, event: CloudEvent[Any]) -> None:
     """Discrepancy flagged: the provider country's NFP and the cited IRCC's CNA."""
     data: DiscrepancyEvent = event.data
-    if not data.provider_country:
-        return
-    ircc = _ircc_for_uid(ctx, data.ircc_uid)
+    directory = ctx.projection.directory
+    await wait_for(
+        ctx,
+        "discrepancy",
+        lambda: references.missing_for_discrepancy(
+            data.ircc_uid, _ircc_for_uid(ctx, data.ircc_uid), directory
+        ),
+    )
     recipients = domain.recipients_for_discrepancy(
-        data.provider_country, ircc, ctx.projection.directory
+        data.provider_country, _ircc_for_uid(ctx, data.ircc_uid), directory
     )
     facts = DiscrepancyFacts(
         rule=data.rule, cpc_uid=data.cpc_uid, ircc_uid=data.ircc_uid, evidence=data.evidence
     )
     await enqueue(
         ctx,
-        event,
-        "discrepancy_flagged",
+        MailJob.of(event, "discrepancy_flagged"),
         recipients,
         MailContext(
             uid=data.cpc_uid,
@@ -197,7 +252,8 @@ def mail_handler(ctx: NotifierContext) -> Callable[[CloudEvent[Any], Delivery], 
 
     async def handle(event: CloudEvent[Any], _delivery: Delivery) -> None:
         handler = HANDLERS.get(event.type)
-        if handler is not None:
+        # A processed event is skipped before any waiting, so re-reading a topic is cheap.
+        if handler is not None and not await already_processed(ctx, event.id):
             await handler(ctx, event)
 
     return handle

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from services.notifier.rendering import KINDS
 from shared.metrics import LATENCY_BUCKETS, PlumbingMetrics
 
 
@@ -45,3 +46,7 @@ class NotifierMetrics:
             ["kind"],
             registry=registry,
         )
+        # Every template's series exist from the start, so a rate() sees the first mail.
+        for template in KINDS:
+            for counter in (self.sent, self.failed, self.retried, self.queued):
+                counter.labels(template)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.notifier.adapters.tables import DirectoryRow, IrccRow
@@ -65,6 +66,14 @@ class Projection:
 
     async def apply(self, event: CloudEvent[Any]) -> None:
         """Fold one directory or IRCC event in (idempotent; older revisions never win)."""
+        try:
+            await self._apply(event)
+        except IntegrityError:
+            # The mail consumer and the view consumer both fold IRCC events in; when they
+            # insert the same new row at once, the loser simply applies over the winner.
+            await self._apply(event)
+
+    async def _apply(self, event: CloudEvent[Any]) -> None:
         data = event.data
         async with self._sessions() as session:
             if isinstance(data, DirectoryRecordPublished):

@@ -31,3 +31,6 @@ class NotifierSettings(ServiceSettings):
         default=10.0, ge=0, description="how long to wait for referenced records to arrive"
     )
     instance_id: str = Field(default="1", description="distinguishes projection consumers")
+    expiry_check_interval_seconds: float = Field(
+        default=3600.0, gt=0, description="how often to look for IRCC expiry notices due"
+    )

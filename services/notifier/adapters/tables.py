@@ -1,4 +1,5 @@
-"""Notifier tables: directory and IRCC projections, the delivery log, the outbox."""
+"""Notifier tables: directory and IRCC projections, the delivery log, processed events,
+the outbox."""
 
 from __future__ import annotations
 
@@ -78,6 +79,20 @@ class DeliveryRow(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ProcessedEvent(Base):
+    """An event whose deliveries were created: a re-read of the topic skips it whole.
+
+    Written in the transaction that adds the deliveries, so either both exist or neither.
+    """
+
+    __tablename__ = "processed_events"
+
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(64))
+    deliveries: Mapped[int] = mapped_column(Integer)
+    processed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class OutboxRow(OutboxMixin, Base):

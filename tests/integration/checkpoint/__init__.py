@@ -1,0 +1,1 @@
+"""Checkpoint service through HTTP, with the registry and the real broker."""

@@ -1,0 +1,1 @@
+"""Notifier against the real broker, database and SMTP sink."""
