@@ -43,8 +43,8 @@ class PlumbingMetrics:
         )
         self.lag = Gauge(
             "absch_consumer_lag_messages",
-            "Messages between committed offset and high watermark",
-            ["service", "topic", "partition"],
+            "Messages between the consumer's position and the high watermark",
+            ["service", "group", "topic", "partition"],
             registry=registry,
         )
         self.dlq = Counter(

@@ -80,6 +80,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        metrics.outbox_failures.labels(metrics.service)  # exists from the start
 
     def wake(self) -> None:
         """Ask for a publishing round now (call after committing staged events)."""
@@ -116,6 +117,9 @@ class OutboxRelay:
                     .where(self._row.sent_at.is_(None))
                     .order_by(self._row.id)
                     .limit(self._batch)
+                    # Several relays of one service never publish the same rows (PostgreSQL;
+                    # SQLite has a single writer anyway and ignores the clause).
+                    .with_for_update(skip_locked=True)
                 )
             ).all()
             if not rows:

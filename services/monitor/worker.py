@@ -260,6 +260,22 @@ class MonitorWorker:
             ("findings", self.findings),
         ):
             self.metrics.table_keys.labels(name).set(len(table))
+        await self._record_lag()
+
+    async def _record_lag(self) -> None:
+        # Highwater comes from fetch responses (right on every broker), position is local.
+        consumer = self.app.consumer
+        plumbing = self.metrics.plumbing
+        for tp in consumer.assignment():
+            try:
+                high, position = consumer.highwater(tp), await consumer.position(tp)
+            except Exception as exc:  # not fetched yet, or rebalancing
+                log.debug("no lag for %s yet: %s", tp, exc)
+                continue
+            if high is not None and position is not None:
+                plumbing.lag.labels(
+                    plumbing.service, self.app.conf.id, tp.topic, str(tp.partition)
+                ).set(max(0, high - position))
 
     async def recheck_checkpoint(self, identifier: str) -> None:
         """A checkpoint changed: look again at the local CPCs that cite it."""

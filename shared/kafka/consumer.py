@@ -73,6 +73,9 @@ class EventConsumer:
         self._session_timeout_ms = session_timeout_ms
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._lag_reported: set[TopicPartition] = set()
+        for topic in self._topics:  # series exist from the start, so increase() sees the first
+            metrics.dlq.labels(metrics.service, topic)
         self.connected = False
 
     def start(self) -> None:
@@ -217,11 +220,17 @@ class EventConsumer:
 
     async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
         # highwater comes from Fetch responses, which the embedded broker reports correctly
-        for tp in consumer.assignment():
+        lag = self._metrics.lag
+        assigned = consumer.assignment()
+        for tp in self._lag_reported - assigned:  # moved to another instance: not ours now
+            with contextlib.suppress(KeyError):
+                lag.remove(self._metrics.service, self._group_id, tp.topic, str(tp.partition))
+        self._lag_reported = set(assigned)
+        for tp in assigned:
             high = consumer.highwater(tp)
             if high is None:
                 continue
             position = await consumer.position(tp)
-            self._metrics.lag.labels(self._metrics.service, tp.topic, str(tp.partition)).set(
+            lag.labels(self._metrics.service, self._group_id, tp.topic, str(tp.partition)).set(
                 max(0, high - position)
             )

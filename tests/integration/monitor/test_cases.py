@@ -210,7 +210,10 @@ async def test_monitor_metrics_count_checks_rules_latency_tables_and_lag(world: 
     assert samples[("monitor_citations_checked_total", ())] == 1
     assert samples[("monitor_discrepancies_flagged_total", (("rule", "IRCC_REVOKED"),))] == 1
     assert samples[("monitor_check_seconds_count", ())] >= 2
-    assert any(
-        name == "absch_consumer_lag_messages" and dict(labels)["service"] == "monitor"
+    lag_groups = {
+        dict(labels)["group"]
         for name, labels in samples
-    )
+        if name == "absch_consumer_lag_messages" and dict(labels)["service"] == "monitor"
+    }
+    # The stream processor's group (the faust app id) and the case projection's group.
+    assert lag_groups == {f"{w.prefix}absch-monitor", f"{w.prefix}absch-monitor-cases"}
