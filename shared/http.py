@@ -147,3 +147,44 @@ def install_health(app: FastAPI, readiness: ReadinessCheck) -> None:
         ok = all(checks.values())
         body = Health(status="ok" if ok else "unavailable", checks=checks)
         return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+
+class RejectNul:
+    """ASGI middleware: a NUL character in the path, query or body is a 422, not a crash.
+
+    PostgreSQL text cannot hold NUL, so such input must stop at the door for every route.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        where = None
+        if "\x00" in scope.get("path", ""):
+            where = "<path>"
+        elif b"%00" in scope.get("query_string", b"") or b"\x00" in scope.get("query_string", b""):
+            where = "<query>"
+        messages: list[Any] = []
+        if where is None:
+            more = True
+            while more:
+                message = await receive()
+                messages.append(message)
+                more = message.get("more_body", False) and message["type"] == "http.request"
+            body = b"".join(m.get("body", b"") for m in messages)
+            if b"\x00" in body or b"\\u0000" in body:
+                where = "<body>"
+        if where is not None:
+            problem = validation_problem(
+                [{"loc": (where,), "msg": "must not contain NUL characters"}]
+            )
+            await problem_response(problem)(scope, receive, send)
+            return
+
+        async def replay() -> Any:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)

@@ -8,7 +8,7 @@ from contextlib import AbstractAsyncContextManager
 
 from fastapi import FastAPI, Request, Response
 
-from shared.http import ReadinessCheck, install_health, install_problem_handlers
+from shared.http import ReadinessCheck, RejectNul, install_health, install_problem_handlers
 from shared.logging import correlation_id
 from shared.metrics import PlumbingMetrics, install_metrics
 
@@ -27,6 +27,7 @@ def create_app(
     """A FastAPI app with problem+json errors, health, metrics and correlation ids."""
     app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
     install_problem_handlers(app)
+    app.add_middleware(RejectNul)
     install_health(app, readiness)
     install_metrics(app, metrics)
 

@@ -31,7 +31,7 @@ CHM_PREFIX = "CHM"
 NO_GOVERNMENT = "SCBD"
 ENVIRONMENT_MARKERS = frozenset({"DEV", "TRG"})
 
-_MAX_ID = 2**63 - 1  # documentID and revision must fit a signed 64-bit column
+MAX_ID = 2**63 - 1  # documentID and revision must fit a signed 64-bit column
 _MAX_UID_LENGTH = 128
 _GOVERNMENT = re.compile(r"[A-Z]{2}")
 _DIGITS = re.compile(r"[0-9]+")
@@ -139,7 +139,7 @@ def parse_reference(identifier: str) -> tuple[str, int | None]:
     if revision is None:
         return record_id, None
     number = int(revision)
-    if number < 1 or number > _MAX_ID:
+    if number < 1 or number > MAX_ID:
         raise BadReference(f"revision in reference {identifier!r} must be a positive integer")
     return record_id, number
 
@@ -152,7 +152,7 @@ def format_reference(identifier: str, revision: int | None = None) -> str:
         )
     if revision is None:
         return identifier
-    if isinstance(revision, bool) or revision < 1 or revision > _MAX_ID:
+    if isinstance(revision, bool) or revision < 1 or revision > MAX_ID:
         raise BadReference("reference revision must be a positive integer")
     return f"{identifier}@{revision}"
 
@@ -175,7 +175,7 @@ def _parse_positive(text: str, what: str) -> int:
 def _check_positive(value: int, what: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise UidError(f"{what} must be a positive integer, got {value!r}")
-    if value > _MAX_ID:
+    if value > MAX_ID:
         raise UidError(f"{what} {value} is too large")
 
 

@@ -89,7 +89,7 @@ async def list_cases(
     status: Literal["open", "acknowledged", "resolved", "cleared"] | None = None,
     rule: str | None = Query(default=None, max_length=32),
     limit: int = Query(default=50, ge=1, le=500),
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=2**31 - 1),
 ) -> CasePage:
     """Cases of the caller's country as provider (all for the Secretariat)."""
     total, rows = await cases.list(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 
 from services.registry.adapters.tables import RecordRow, RequestRow, RevisionRow
@@ -30,6 +31,7 @@ from services.registry.schemas import (
 from shared.auth import Principal, bearer_token
 from shared.http import PROBLEM_RESPONSES, FieldProblem, Problem, problem_response
 from shared.logging import correlation_id
+from shared.uid import MAX_ID
 
 
 def get_ctx(request: Request) -> RegistryContext:
@@ -54,6 +56,7 @@ async def optional_principal(request: Request, ctx: Ctx) -> Principal | None:
 
 
 Caller = Annotated[Principal, Depends(current_principal)]
+RequestId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 MaybeCaller = Annotated[Principal | None, Depends(optional_principal)]
 
 router = APIRouter(prefix="/v1", responses=PROBLEM_RESPONSES)
@@ -233,20 +236,20 @@ async def list_requests(caller: Caller, ctx: Ctx) -> list[RequestView]:
 
 
 @router.post("/requests/{request_id}/approve", response_model=RequestView, tags=["workflow"])
-async def approve(request_id: int, caller: Caller, ctx: Ctx) -> RequestView:
+async def approve(request_id: RequestId, caller: Caller, ctx: Ctx) -> RequestView:
     """PA approves: the requested revision is published."""
     req, uid = await workflow.approve(ctx, caller, request_id, correlation_id=correlation_id.get())
     return _request_view(req, uid)
 
 
 @router.post("/requests/{request_id}/reject", response_model=RequestView, tags=["workflow"])
-async def reject(request_id: int, body: RejectBody, caller: Caller, ctx: Ctx) -> RequestView:
+async def reject(request_id: RequestId, body: RejectBody, caller: Caller, ctx: Ctx) -> RequestView:
     """PA rejects with a reason."""
     return _request_view(await workflow.reject(ctx, caller, request_id, body.reason))
 
 
 @router.post("/requests/{request_id}/recall", response_model=RequestView, tags=["workflow"])
-async def recall(request_id: int, caller: Caller, ctx: Ctx) -> RequestView:
+async def recall(request_id: RequestId, caller: Caller, ctx: Ctx) -> RequestView:
     """The requester withdraws its request."""
     return _request_view(await workflow.recall(ctx, caller, request_id))
 

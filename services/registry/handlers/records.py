@@ -25,7 +25,7 @@ from services.registry.handlers import workflow
 from services.registry.handlers.errors import Conflict, InvalidRecord, NotFound
 from services.registry.handlers.publishing import create_revision, latest_body, validated
 from shared.auth import Principal
-from shared.uid import BadReference, UidError, parse_reference, parse_uid
+from shared.uid import MAX_ID, BadReference, UidError, parse_reference, parse_uid
 
 
 @dataclass(frozen=True)
@@ -236,7 +236,9 @@ async def resolve(session: AsyncSession, ref: str) -> Lookup | None:
         ident, rev = parse_reference(ref)
     except BadReference:
         return None
-    row = await session.get(RecordRow, int(ident)) if ident.isdigit() else None
+    # Digits name a documentID [C7], within the range a database integer holds.
+    numeric = ident.isdigit() and int(ident) <= MAX_ID
+    row = await session.get(RecordRow, int(ident)) if numeric else None
     row = row or await find_row(session, ident)
     return Lookup(row, rev) if row else None
 

@@ -1,0 +1,1 @@
+"""Security tests: API fuzzing, cross-service authorization, confidentiality [P1]."""
