@@ -232,7 +232,12 @@ class MonitorWorker:
     async def _apply(self, key: str, findings: list[Any], due: datetime | None) -> None:
         change = ev.transition(self.findings.get(key) or {}, findings)
         for event in change.events:
-            await self.out_topic.send(key=event.data.id.encode(), value=event.to_json_bytes())
+            # Wait for the broker's ack before the findings table records the flag: the
+            # table's changelog must never get ahead of the event it stands for.
+            sent = await self.out_topic.send(
+                key=event.data.id.encode(), value=event.to_json_bytes()
+            )
+            await sent
         for rule in change.flagged:
             self.metrics.flagged.labels(rule).inc()
         for rule in change.cleared:

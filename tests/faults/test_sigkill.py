@@ -157,9 +157,13 @@ async def _check_outcome(kafka: str, prefix: str, smtp: SmtpSink, accepted: list
         )
     assert cpcs <= {e.subject for e in events}, "every accepted communiqué was published"
     async with TopicReader(kafka, topic_name("absch.discrepancy.v1", prefix)) as reader:
-        flags = await reader.read_until(
-            lambda evs: len({e.data.cpc_uid for e in evs}) >= cpcs_with_probe, timeout=180
-        )
+        try:
+            flags = await reader.read_until(
+                lambda evs: len({e.data.cpc_uid for e in evs}) >= cpcs_with_probe, timeout=120
+            )
+        except AssertionError:
+            missing = sorted(cpcs - {e.data.cpc_uid for e in reader.events})
+            raise AssertionError(f"{len(missing)} of {len(cpcs)} not checked: {missing}") from None
     per_finding = Counter(e.data.id for e in {e.id: e for e in flags}.values())
     assert set(per_finding.values()) == {1}, "no finding was raised twice"
     assert cpcs <= {e.data.cpc_uid for e in flags}, "every communiqué was checked"
