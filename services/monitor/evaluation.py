@@ -24,6 +24,22 @@ CPC_KEY_PREFIX = "cpc:"
 EVENT_NAMESPACE = uuid.UUID("6f1d2c1e-8f53-4a4f-9d0b-5a1c3e0b7d21")
 
 
+def citation_key(ircc: str, cpc_uid: str) -> str:
+    """Table key of one citation (identifiers never contain ``|``)."""
+    return f"{ircc}|{cpc_uid}"
+
+
+def split_citation_key(key: str) -> tuple[str, str]:
+    """Inverse of :func:`citation_key`."""
+    ircc, _, cpc_uid = key.partition("|")
+    return ircc, cpc_uid
+
+
+def partition_key(item: str) -> str:
+    """The work-topic key (hence partition) an item lives under."""
+    return item if item.startswith(CPC_KEY_PREFIX) else split_citation_key(item)[0]
+
+
 def state_to_json(state: IrccState) -> dict[str, Any]:
     """Table form of an IRCC state (JSON object keys are strings)."""
     return {

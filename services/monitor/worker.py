@@ -5,8 +5,9 @@ Topology (all topics carry the deployment prefix):
 - ``absch.ircc.v1`` → re-keyed by IRCC ``header.identifier`` onto the work topic;
 - ``absch.cpc.v1`` → one citation per cited IRCC (keyed by that IRCC) plus one CPC item
   (keyed ``cpc:<uid>``) onto the work topic;
-- the work topic's agent keeps, per key, the IRCC state, its citations, the CPC items and
-  the findings raised (tables with changelogs), evaluates, and emits ``discrepancy.*``;
+- the work topic's agent keeps the IRCC states, one entry per citation (``<ircc>|<cpc>``)
+  with an index of the CPCs citing each IRCC, the CPC items and the findings raised per
+  citation or CPC (tables with changelogs), evaluates, and emits ``discrepancy.*``;
 - a timer re-checks keys whose grace period for unknown references has passed.
 
 Everything one evaluation needs is in one partition, so any number of workers gives the
@@ -99,6 +100,7 @@ class MonitorWorker:
         self._dlqs: dict[str, Any] = {}
         table = self._table
         self.irccs, self.citations = table("irccs"), table("citations")
+        self.cited_by = table("cited_by")
         self.cpcs, self.findings, self.pending = table("cpcs"), table("findings"), table("due")
         self.app.agent(self.ircc_topic, name="monitor-ircc-in")(self._ircc_in)
         self.app.agent(self.cpc_topic, name="monitor-cpc-in")(self._cpc_in)
@@ -176,8 +178,8 @@ class MonitorWorker:
             key = key_bytes.decode()
             start = time.perf_counter()
             try:
-                self._absorb(key, value)
-                await self._evaluate(key)
+                for item in self._absorb(key, value):
+                    await self._evaluate(item)
             except Exception as exc:  # one bad item must not stop the partition
                 log.exception("monitor work item for %s failed", key)
                 self.metrics.work_errors.inc()
@@ -186,48 +188,61 @@ class MonitorWorker:
                 )
             self.metrics.check_seconds.observe(time.perf_counter() - start)
 
-    def _absorb(self, key: str, value: dict[str, Any]) -> None:
+    def _absorb(self, key: str, value: dict[str, Any]) -> list[str]:
+        """Store what a work message carries; return the items to evaluate now.
+
+        Items are a citation (``<ircc>|<cpc uid>``) or a CPC (``cpc:<uid>``); each has its
+        own table entries, so a much-cited IRCC never makes one large value.
+        """
         kind = value.get("kind")
         if kind == "ircc":
             current = self.irccs.get(key)
             state = ev.state_from_json(current) if current else None
             folded = apply_ircc_event(state, value["type"], value["data"])
             self.irccs[key] = ev.state_to_json(folded)
-        elif kind == "citation":
-            cites = dict(self.citations.get(key) or {})
-            cites[value["cpc_uid"]] = {k: value[k] for k in ("cpc", "reference", "received_at")}
-            self.citations[key] = cites
+            return [ev.citation_key(key, cpc) for cpc in self.cited_by.get(key) or []]
+        if kind == "citation":
+            item = ev.citation_key(key, value["cpc_uid"])
+            self.citations[item] = {k: value[k] for k in ("cpc", "reference", "received_at")}
+            cited = list(self.cited_by.get(key) or [])
+            if value["cpc_uid"] not in cited:
+                self.cited_by[key] = sorted([*cited, value["cpc_uid"]])
             self.metrics.citations_checked.inc()
-        elif kind == "cpc":
+            return [item]
+        if kind == "cpc":
             self.cpcs[key] = {k: value[k] for k in ("cpc_uid", "cpc", "received_at")}
             self.metrics.cpcs_checked.inc()
+            return [key]
+        if kind == "recheck":
+            return [str(value.get("item") or key)]
+        return []
 
-    async def _evaluate(self, key: str) -> None:
+    async def _evaluate(self, item: str) -> None:
         now = self.clock()
-        if key.startswith(ev.CPC_KEY_PREFIX):
-            item = self.cpcs.get(key)
-            if item is None:
+        if item.startswith(ev.CPC_KEY_PREFIX):
+            cpc = self.cpcs.get(item)
+            if cpc is None:
                 return
             findings, due = ev.cpc_findings(
-                item["cpc_uid"],
-                item["cpc"],
-                datetime.fromisoformat(item["received_at"]),
+                cpc["cpc_uid"],
+                cpc["cpc"],
+                datetime.fromisoformat(cpc["received_at"]),
                 self.checkpoints.snapshot(),
                 now=now,
                 grace=self.grace,
             )
         else:
-            state_json = self.irccs.get(key)
+            ident, cpc_uid = ev.split_citation_key(item)
+            c = self.citations.get(item)
+            if c is None:
+                return
+            state_json = self.irccs.get(ident)
             state = ev.state_from_json(state_json) if state_json else None
-            findings, due = [], None
-            for cpc_uid, c in sorted((self.citations.get(key) or {}).items()):
-                citation = ev.Citation(
-                    cpc_uid, c["cpc"], c["reference"], datetime.fromisoformat(c["received_at"])
-                )
-                found, when = ev.citation_findings(citation, state, now=now, grace=self.grace)
-                findings += found
-                due = when if due is None or (when and when < due) else due
-        await self._apply(key, findings, due)
+            citation = ev.Citation(
+                cpc_uid, c["cpc"], c["reference"], datetime.fromisoformat(c["received_at"])
+            )
+            findings, due = ev.citation_findings(citation, state, now=now, grace=self.grace)
+        await self._apply(item, findings, due)
 
     async def _apply(self, key: str, findings: list[Any], due: datetime | None) -> None:
         change = ev.transition(self.findings.get(key) or {}, findings)
@@ -256,8 +271,8 @@ class MonitorWorker:
             for k, when in list(self.pending.items())
             if when and datetime.fromisoformat(when) <= now
         ]
-        for key in due:
-            await self._forward(key, {"kind": "recheck"})
+        for item in due:
+            await self._forward(ev.partition_key(item), {"kind": "recheck", "item": item})
         for name, table in (
             ("irccs", self.irccs),
             ("citations", self.citations),
@@ -290,4 +305,4 @@ class MonitorWorker:
                 for r in (item or {}).get("cpc", {}).get("absCheckpoints") or []
             ]
             if identifier in cited:
-                await self._forward(key, {"kind": "recheck"})
+                await self._forward(key, {"kind": "recheck", "item": key})
