@@ -85,7 +85,9 @@ POOL = 9 * (MAX_EXAMPLES + 1)
 # Statement logging of the database drivers shows what is stored (drafts keep notes by
 # design; confidential text is checked in the database files instead). httpx/httpcore log
 # the test's own requests, whose URLs carry sentinels on purpose (search).
-UNCHECKED_LOGGERS = ("sqlalchemy", "aiosqlite", "asyncpg", "httpx", "httpcore")
+# Database statement logs (drafts keep notes by design), the test's own HTTP client, and
+# request lines (the test searches for its sentinels on purpose, so its URLs hold them).
+UNCHECKED_LOGGERS = ("sqlalchemy", "aiosqlite", "asyncpg", "httpx", "httpcore", "uvicorn.access")
 SHAPES = (
     "{a}{t}{b}",
     "<p>{a}<strong>{t}</strong>{b}</p>",
