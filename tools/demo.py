@@ -142,7 +142,7 @@ def load_demo(registry_url: str, checkpoint_url: str, admin_token: str) -> dict[
             "title": {"en": "Patent application 2025/1"},
             "absCheckpoints": [{"identifier": checkpoint["header"]["identifier"]}],
             "absIRCCs": [{"identifier": f"{out.pop('_ircc_identifier')}@1"}],
-            "description": {"en": "Research on enzyme activity; no commercial use yet."},
+            "description": {"en": "Development of a commercial enzyme product."},
             "dateCollected": "2025-06-01",
         }
         out["cpc"] = _submit_cpc(cp, operator, cpc)
