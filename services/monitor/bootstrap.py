@@ -36,12 +36,13 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _total(counter: Any) -> dict[str, float]:
+def _total(counter: Any, label: str) -> dict[str, float]:
+    """Current totals of a labelled counter, by that label's value."""
     return {
-        s.labels.get("type", s.name): s.value
-        for m in counter.collect()
-        for s in m.samples
-        if s.name.endswith("_total")
+        sample.labels[label]: sample.value
+        for metric in counter.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total")
     }
 
 
@@ -83,10 +84,10 @@ def bootstrap(settings: MonitorSettings, *, clock: Callable[[], datetime] = utc_
     def live_numbers() -> dict[str, Any]:
         lag = sum(s.value for m in metrics.plumbing.lag.collect() for s in m.samples)
         return {
-            "events": _total(metrics.events_seen),
+            "events": _total(metrics.events_seen, "type"),
             "lag": int(lag),
             "time": time.time(),
-            "flagged": _total(metrics.flagged),
+            "flagged": _total(metrics.flagged, "rule"),
         }
 
     async def readiness() -> dict[str, bool]:
