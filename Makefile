@@ -50,3 +50,7 @@ schemas: $(STAMP) ## regenerate event JSON Schemas and docs/events.md
 
 clean: ## remove the virtualenv and local state
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+
+bench: $(STAMP) ## run the benchmarks and print the tables
+	$(PY) -m bench
+.PHONY: bench

@@ -1,0 +1,190 @@
+"""notifier: mails per second over one SMTP connection, ``SmtpMailer`` -> ``SmtpSink``.
+
+The sink runs as its own process (``python -m bench.sink``: ``tools.smtp_sink.SmtpSink``,
+which parses every message), the mailer in this process, one message at a time over its one
+reused connection, exactly as ``DeliveryWorker`` uses it. Messages are real
+``cpc_published`` mails: rendered by ``services.notifier.rendering.render`` and built into MIME
+by ``services.notifier.delivery.to_message``. Rows:
+
+- send only: the same prebuilt ``EmailMessage`` again and again (SMTP + serialisation);
+- build + send: ``to_message`` for each mail, then send (the delivery worker's own work,
+  without its database commit per mail);
+- render only: ``render`` per mail (done when the event is consumed, not when sending).
+
+CPU of both processes is shown, to tell which side limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from bench.common import Outcome, Table, cpu_seconds, out, progress
+from bench.stack import Proc
+from services.notifier.adapters.smtp import SmtpMailer
+from services.notifier.delivery import to_message
+from services.notifier.rendering import MailContext, render
+from tools.ports import free_port, wait_for_port
+
+
+def _context() -> MailContext:
+    record = {
+        "header": {
+            "identifier": "63B9CA56-9D43-E877-2A96-2C95986522D5",
+            "schema": "absCheckpointCommunique",
+            "languages": ["en"],
+        },
+        "government": {"identifier": "de"},
+        "title": {"en": "Due diligence declaration"},
+        "absCheckpoints": [{"identifier": "3E387C20-E70C-997B-EABB-BC4C9A1E142F"}],
+        "absIRCCs": [{"identifier": "CB51626B-CF45-2AA0-3A24-459669DDCC34@1"}],
+        "description": {"en": "<div><!--block-->Basic research on soil bacteria</div>"},
+        "dateCollected": "2025-03-01",
+        "personsAtCheckpoint": [{"identifier": "DECLARE-ORGANISATION_19584@1"}],
+    }
+    return MailContext(
+        uid="ABSCH-CPC-DE-1001-1",
+        public_base_url="http://127.0.0.1:8101",
+        event_type="cpc.published",
+        record=record,
+        labels={
+            "CB51626B-CF45-2AA0-3A24-459669DDCC34": "ABSCH-IRCC-MX-207443-2",
+            "3E387C20-E70C-997B-EABB-BC4C9A1E142F": {"en": "Checkpoint of de"},
+        },
+    )
+
+
+def _row(i: int, mail: Any) -> SimpleNamespace:
+    return SimpleNamespace(
+        event_id=f"bench-{i}",
+        recipient=f"user{i % 50}@de.example",
+        mail_subject=mail.subject,
+        subject="ABSCH-CPC-DE-1001-1",
+        template="cpc_published",
+        text_body=mail.text,
+        html_body=mail.html,
+        language="en",
+    )
+
+
+async def run(session: Any) -> Outcome:
+    secs = 1.0 if session.quick else 10.0
+    state = session.state / "notifier-bench"
+    state.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    sink = Proc(
+        "smtp-sink",
+        [sys.executable, "-m", "bench.sink", "--port", str(port), "--log", str(state / "mail.log")],
+        dict(os.environ),
+        state / "sink.log",
+    )
+    sink.start()
+    ctx = SimpleNamespace(
+        settings=SimpleNamespace(mail_from="ABS Clearing-House <no-reply@absch.example>")
+    )
+    context = _context()
+    mail = render("cpc_published", "en", context)
+    prebuilt = to_message(ctx, _row(0, mail))  # type: ignore[arg-type]
+    size = len(prebuilt.as_bytes())
+    t = Table(
+        "notifier: SmtpMailer -> SmtpSink (separate process), one connection, one mail at a time",
+        ["what", "mails/s", "ms per mail", "client CPU %", "sink CPU %"],
+    )
+    data: dict[str, Any] = {"message_bytes": size}
+    try:
+        wait_for_port("127.0.0.1", port, 30)
+        mailer = SmtpMailer("127.0.0.1", port)
+        for _ in range(20):  # connect and warm up
+            await mailer.send(prebuilt)
+
+        async def measure(label: str, make: Any) -> float:
+            progress(f"notifier: {label} for {secs:.0f}s")
+            me0, sk0 = time.process_time(), cpu_seconds(sink.pid) or 0.0
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < secs:
+                await mailer.send(make(n))
+                n += 1
+            wall = time.perf_counter() - t0
+            me = 100 * (time.process_time() - me0) / wall
+            sk = 100 * ((cpu_seconds(sink.pid) or 0.0) - sk0) / wall
+            t.add(label, n / wall, 1000 * wall / n, me, sk)
+            return n / wall
+
+        data["send_per_s"] = await measure("send only (prebuilt message)", lambda n: prebuilt)
+        data["build_send_per_s"] = await measure(
+            "to_message + send",
+            lambda n: to_message(ctx, _row(n, mail)),  # type: ignore[arg-type]
+        )
+        await mailer.close()
+        for k in (2, 4):
+            mailers = [SmtpMailer("127.0.0.1", port) for _ in range(k)]
+            for m in mailers:
+                await m.send(prebuilt)
+            progress(f"notifier: send only over {k} connections in parallel for {secs:.0f}s")
+            me0, sk0 = time.process_time(), cpu_seconds(sink.pid) or 0.0
+            t0 = time.perf_counter()
+            counts = [0] * k
+
+            async def loop(
+                i: int, m: SmtpMailer, t0: float = t0, counts: list[int] = counts
+            ) -> None:
+                while time.perf_counter() - t0 < secs:
+                    await m.send(prebuilt)
+                    counts[i] += 1
+
+            await asyncio.gather(*(loop(i, m) for i, m in enumerate(mailers)))
+            wall = time.perf_counter() - t0
+            n = sum(counts)
+            t.add(
+                f"send only, {k} connections in parallel",
+                n / wall,
+                1000 * wall / n,
+                100 * (time.process_time() - me0) / wall,
+                100 * ((cpu_seconds(sink.pid) or 0.0) - sk0) / wall,
+            )
+            data[f"send_{k}conn_per_s"] = n / wall
+            for m in mailers:
+                await m.close()
+    finally:
+        sink.stop(10)
+    for key, label, fn in (
+        (
+            "to_message_per_s",
+            "to_message only (MIME build)",
+            lambda n: to_message(ctx, _row(n, mail)),
+        ),
+        ("flatten_per_s", "as_bytes only (MIME serialise)", lambda n: prebuilt.as_bytes()),
+        (
+            "render_per_s",
+            "render only (cpc_published, en)",
+            lambda n: render("cpc_published", "en", context),
+        ),
+    ):
+        progress(f"notifier: {label}")
+        n, t0, c0 = 0, time.perf_counter(), time.thread_time()
+        while time.perf_counter() - t0 < secs / 2:
+            fn(n)
+            n += 1
+        wall = time.perf_counter() - t0
+        cpu = time.thread_time() - c0
+        data[key] = n / cpu
+        t.add(label + " [per CPU second]", n / cpu, 1000 * cpu / n, 100 * cpu / wall, None)
+    t.notes += [
+        f"message: {size:,} bytes (text + HTML alternative, X-ABSCH headers)",
+        "the service's DeliveryWorker also commits a database row per mail and stages a "
+        "notification.delivered event; see the pipeline profile for that cost",
+    ]
+    return Outcome("notifier", [t], data)
+
+
+if __name__ == "__main__":  # pragma: no cover - manual use
+    from bench.session import Session
+
+    out = asyncio.run(run(Session(quick=True, state=Path("var/bench/notifier-manual"))))
+    for table in out.tables:
+        out(table.render())
