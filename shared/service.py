@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
+from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 
 from shared.http import ReadinessCheck, RejectNul, install_health, install_problem_handlers
 from shared.logging import correlation_id
@@ -31,20 +32,39 @@ def create_app(
     install_health(app, readiness)
     install_metrics(app, metrics)
 
-    @app.middleware("http")
-    async def correlate(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        value = request.headers.get(CORRELATION_HEADER) or str(uuid.uuid4())
-        token = correlation_id.set(value[:128])
+    app.add_middleware(Correlate)
+    return app
+
+
+class Correlate:
+    """ASGI middleware: carry ``X-Correlation-ID`` (or a new one) through logs and events."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope.get("headers") or []).get(CORRELATION_HEADER.lower().encode())
+        value = (incoming.decode("latin-1") if incoming else str(uuid.uuid4()))[:128]
+
+        async def send_header(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = [
+                    h
+                    for h in message.get("headers", [])
+                    if h[0].lower() != CORRELATION_HEADER.lower().encode()
+                ]
+                headers.append((CORRELATION_HEADER.lower().encode(), value.encode("latin-1")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        token = correlation_id.set(value)
         try:
-            response = await call_next(request)
+            await self.app(scope, receive, send_header)
         finally:
             correlation_id.reset(token)
-        response.headers[CORRELATION_HEADER] = value[:128]
-        return response
-
-    return app
 
 
 async def no_lifespan(_: FastAPI) -> AsyncIterator[None]:
