@@ -104,8 +104,10 @@ def _consumers(
 
     # Every instance keeps the whole directory and IRCC view, hence a group of its own.
     view_group = f"{settings.consumer_group}-view-{settings.instance_id}"
+    view = consumer([Topic.DIRECTORY, Topic.IRCC], view_group, on_projection_event, "notifier-view")
+    ctx.view_caught_up = view.caught_up
     return [
-        consumer([Topic.DIRECTORY, Topic.IRCC], view_group, on_projection_event, "notifier-view"),
+        view,
         consumer(
             [Topic.IRCC, Topic.CPC, Topic.DISCREPANCY],
             settings.consumer_group,

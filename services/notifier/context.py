@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -31,6 +31,8 @@ class NotifierContext:
     mailer: SmtpMailer
     metrics: NotifierMetrics
     clock: Callable[[], datetime] = utc_now
+    # Waits until the directory/IRCC view has read everything published before a moment.
+    view_caught_up: Callable[[float, float], Awaitable[bool]] | None = None
 
     def topic(self, base: str) -> str:
         """Full topic name with the deployment prefix."""

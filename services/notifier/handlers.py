@@ -247,13 +247,24 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
+VIEW_MARGIN_SECONDS = 1.0
+
+
 def mail_handler(ctx: NotifierContext) -> Callable[[CloudEvent[Any], Delivery], Awaitable[None]]:
     """Dispatch consumed events through :data:`HANDLERS` (others are ignored)."""
 
     async def handle(event: CloudEvent[Any], _delivery: Delivery) -> None:
         handler = HANDLERS.get(event.type)
         # A processed event is skipped before any waiting, so re-reading a topic is cheap.
-        if handler is not None and not await already_processed(ctx, event.id):
-            await handler(ctx, event)
+        if handler is None or await already_processed(ctx, event.id):
+            return
+        if ctx.view_caught_up is not None:
+            # Country-wide recipients (a government's NFPs and CNAs) cannot be waited for one
+            # by one: wait until the view has read everything published before this event.
+            # The margin covers fetch responses that were already in flight.
+            since = event.time.timestamp() + VIEW_MARGIN_SECONDS
+            if not await ctx.view_caught_up(since, ctx.settings.reference_wait_seconds):
+                ctx.metrics.unresolved.labels("view").inc()
+        await handler(ctx, event)
 
     return handle

@@ -74,6 +74,7 @@ class EventConsumer:
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._lag_reported: set[TopicPartition] = set()
+        self.caught_up_at = 0.0  # wall-clock start of the last poll round that ended at lag 0
         for topic in self._topics:  # series exist from the start, so increase() sees the first
             metrics.dlq.labels(metrics.service, topic)
         self.connected = False
@@ -135,12 +136,14 @@ class EventConsumer:
             return
         try:
             while not self._stopping.is_set():
+                round_start = time.time()
                 batches = await consumer.getmany(timeout_ms=300, max_records=200)
                 for tp, records in batches.items():
                     await self._process_partition(consumer, tp, records)
                     if self._stopping.is_set():
                         break
-                await self._update_lag(consumer)
+                if await self._update_lag(consumer) == 0:
+                    self.caught_up_at = round_start
         finally:
             with contextlib.suppress(Exception):
                 await consumer.stop()
@@ -218,7 +221,19 @@ class EventConsumer:
         self._metrics.consumed.labels(self._metrics.service, record.topic, "dlq").inc()
         log.warning("sent %s@%s to DLQ: %s", record.topic, record.offset, exc)
 
-    async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
+    async def caught_up(self, since: float, timeout: float) -> bool:
+        """Wait until a poll round that started at or after ``since`` (epoch seconds) found
+        nothing left to read; False when ``timeout`` runs out first."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.caught_up_at < since:
+            if loop.time() > deadline or self._stopping.is_set():
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    async def _update_lag(self, consumer: AIOKafkaConsumer) -> int | None:
+        """Report lag per partition; the total, or None while a highwater is unknown."""
         # highwater comes from Fetch responses, which the embedded broker reports correctly
         lag = self._metrics.lag
         assigned = consumer.assignment()
@@ -226,11 +241,16 @@ class EventConsumer:
             with contextlib.suppress(KeyError):
                 lag.remove(self._metrics.service, self._group_id, tp.topic, str(tp.partition))
         self._lag_reported = set(assigned)
+        total: int | None = 0 if assigned else None
         for tp in assigned:
             high = consumer.highwater(tp)
             if high is None:
+                total = None
                 continue
-            position = await consumer.position(tp)
+            behind = max(0, high - await consumer.position(tp))
             lag.labels(self._metrics.service, self._group_id, tp.topic, str(tp.partition)).set(
-                max(0, high - position)
+                behind
             )
+            if total is not None:
+                total += behind
+        return total
