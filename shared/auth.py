@@ -168,3 +168,9 @@ def bearer_token(request: Request) -> str:
 def forbidden(detail: str) -> ProblemError:
     """A 403 problem."""
     return ProblemError(403, "Forbidden", detail)
+
+
+async def current_principal(request: Request) -> Principal:
+    """FastAPI dependency: the caller, verified with ``app.state.verifier`` (401 otherwise)."""
+    verifier: TokenVerifier = request.app.state.verifier
+    return await verifier.verify(bearer_token(request))

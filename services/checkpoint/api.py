@@ -13,7 +13,7 @@ from services.checkpoint import handlers
 from services.checkpoint.adapters.tables import CommuniqueRow
 from services.checkpoint.context import CheckpointContext
 from services.checkpoint.domain import Forbidden
-from shared.auth import Principal, TokenVerifier, bearer_token
+from shared.auth import Principal, current_principal
 from shared.http import PROBLEM_RESPONSES, FieldProblem, Problem, problem_response
 from shared.logging import correlation_id
 
@@ -22,12 +22,6 @@ def get_ctx(request: Request) -> CheckpointContext:
     """The checkpoint context of this app."""
     ctx: CheckpointContext = request.app.state.ctx
     return ctx
-
-
-async def current_principal(request: Request) -> Principal:
-    """The authenticated caller (401 without a valid token)."""
-    verifier: TokenVerifier = request.app.state.verifier
-    return await verifier.verify(bearer_token(request))
 
 
 Ctx = Annotated[CheckpointContext, Depends(get_ctx)]

@@ -12,16 +12,10 @@ from pydantic import BaseModel, Field
 
 from services.monitor.adapters.tables import CaseRow
 from services.monitor.cases import CaseConflict, CaseForbidden, CaseNotFound, CaseStore
-from shared.auth import Principal, TokenVerifier, bearer_token
+from shared.auth import Principal, current_principal
 from shared.http import PROBLEM_RESPONSES, Problem, problem_response
 
 DASHBOARD = Path(__file__).with_name("dashboard.html")
-
-
-async def current_principal(request: Request) -> Principal:
-    """The authenticated caller (401 without a valid token)."""
-    verifier: TokenVerifier = request.app.state.verifier
-    return await verifier.verify(bearer_token(request))
 
 
 def get_cases(request: Request) -> CaseStore:

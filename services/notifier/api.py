@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from services.notifier.adapters.tables import DeliveryRow
 from services.notifier.context import NotifierContext
-from shared.auth import Principal, TokenVerifier, bearer_token
+from shared.auth import Principal, current_principal
 from shared.http import PROBLEM_RESPONSES
 
 
@@ -19,12 +19,6 @@ def get_ctx(request: Request) -> NotifierContext:
     """The notifier context of this app."""
     ctx: NotifierContext = request.app.state.ctx
     return ctx
-
-
-async def current_principal(request: Request) -> Principal:
-    """The authenticated caller (401 without a valid token)."""
-    verifier: TokenVerifier = request.app.state.verifier
-    return await verifier.verify(bearer_token(request))
 
 
 Ctx = Annotated[NotifierContext, Depends(get_ctx)]
