@@ -20,11 +20,12 @@ def _steps(pytest_args: list[str]) -> list[tuple[str, list[str]]]:
         ("ruff lint", [py, "-m", "ruff", "check", "."]),
         ("ruff format", [py, "-m", "ruff", "format", "--check", "."]),
         ("mypy", [py, "-m", "mypy", "shared", "services", "tools", "tests"]),
-        # Tests wait on the broker far more than they compute: three workers, one file each
-        # at a time (files share module-scoped stacks).
+        # Tests wait on the broker far more than they compute: two workers (one per core,
+        # so fault tests keep a realistic machine), one file each at a time (files share
+        # module-scoped stacks).
         (
             "pytest",
-            [py, "-m", "pytest", "-q", "-ra", "-n", "3", "--dist", "loadfile", *pytest_args],
+            [py, "-m", "pytest", "-q", "-ra", "-n", "2", "--dist", "loadfile", *pytest_args],
         ),
     ]
 

@@ -111,7 +111,9 @@ class MonitorWorker:
         return self.app.Table(name, default=None, partitions=self.settings.kafka_partitions)
 
     async def _forward(self, key: str, value: dict[str, Any]) -> None:
-        await self.work.send(key=key.encode(), value=value)
+        # Acknowledged before the input event is: a crash can repeat a forward, never drop it.
+        sent = await self.work.send(key=key.encode(), value=value)
+        await sent
 
     async def _dead_letter(
         self, topic: str, key: bytes | None, value: bytes, exc: Exception

@@ -105,7 +105,12 @@ def _consumers(
     # Every instance keeps the whole directory and IRCC view, hence a group of its own.
     view_group = f"{settings.consumer_group}-view-{settings.instance_id}"
     view = consumer([Topic.DIRECTORY, Topic.IRCC], view_group, on_projection_event, "notifier-view")
-    ctx.view_caught_up = view.caught_up
+    directory = topic_name(Topic.DIRECTORY, prefix)
+
+    async def directory_caught_up(since: float, timeout: float) -> bool:
+        return await view.caught_up(directory, since, timeout)
+
+    ctx.view_caught_up = directory_caught_up
     return [
         view,
         consumer(

@@ -31,7 +31,7 @@ class NotifierContext:
     mailer: SmtpMailer
     metrics: NotifierMetrics
     clock: Callable[[], datetime] = utc_now
-    # Waits until the directory/IRCC view has read everything published before a moment.
+    # Waits until the directory view has read everything published before a moment.
     view_caught_up: Callable[[float, float], Awaitable[bool]] | None = None
 
     def topic(self, base: str) -> str:

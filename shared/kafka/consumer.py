@@ -74,7 +74,8 @@ class EventConsumer:
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._lag_reported: set[TopicPartition] = set()
-        self.caught_up_at = 0.0  # wall-clock start of the last poll round that ended at lag 0
+        # Per topic: wall-clock start of the last poll round after which it had no lag.
+        self.caught_up_at: dict[str, float] = {}
         for topic in self._topics:  # series exist from the start, so increase() sees the first
             metrics.dlq.labels(metrics.service, topic)
         self.connected = False
@@ -142,8 +143,8 @@ class EventConsumer:
                     await self._process_partition(consumer, tp, records)
                     if self._stopping.is_set():
                         break
-                if await self._update_lag(consumer) == 0:
-                    self.caught_up_at = round_start
+                for topic in await self._update_lag(consumer):
+                    self.caught_up_at[topic] = round_start
         finally:
             with contextlib.suppress(Exception):
                 await consumer.stop()
@@ -221,19 +222,19 @@ class EventConsumer:
         self._metrics.consumed.labels(self._metrics.service, record.topic, "dlq").inc()
         log.warning("sent %s@%s to DLQ: %s", record.topic, record.offset, exc)
 
-    async def caught_up(self, since: float, timeout: float) -> bool:
+    async def caught_up(self, topic: str, since: float, timeout: float) -> bool:
         """Wait until a poll round that started at or after ``since`` (epoch seconds) found
-        nothing left to read; False when ``timeout`` runs out first."""
+        nothing left to read on ``topic``; False when ``timeout`` runs out first."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self.caught_up_at < since:
+        while self.caught_up_at.get(topic, 0.0) < since:
             if loop.time() > deadline or self._stopping.is_set():
                 return False
             await asyncio.sleep(0.05)
         return True
 
-    async def _update_lag(self, consumer: AIOKafkaConsumer) -> int | None:
-        """Report lag per partition; the total, or None while a highwater is unknown."""
+    async def _update_lag(self, consumer: AIOKafkaConsumer) -> set[str]:
+        """Report lag per partition; return the topics fully read (every highwater known)."""
         # highwater comes from Fetch responses, which the embedded broker reports correctly
         lag = self._metrics.lag
         assigned = consumer.assignment()
@@ -241,16 +242,16 @@ class EventConsumer:
             with contextlib.suppress(KeyError):
                 lag.remove(self._metrics.service, self._group_id, tp.topic, str(tp.partition))
         self._lag_reported = set(assigned)
-        total: int | None = 0 if assigned else None
+        behind_topics: set[str] = set()
         for tp in assigned:
             high = consumer.highwater(tp)
             if high is None:
-                total = None
+                behind_topics.add(tp.topic)
                 continue
             behind = max(0, high - await consumer.position(tp))
             lag.labels(self._metrics.service, self._group_id, tp.topic, str(tp.partition)).set(
                 behind
             )
-            if total is not None:
-                total += behind
-        return total
+            if behind:
+                behind_topics.add(tp.topic)
+        return {tp.topic for tp in assigned} - behind_topics

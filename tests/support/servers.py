@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,23 +15,31 @@ from tools.ports import free_port
 
 @asynccontextmanager
 async def serving(app: FastAPI, *, port: int | None = None) -> AsyncIterator[str]:
-    """Serve ``app`` on loopback; yields its base URL; runs the lifespan both ways."""
-    port = port or free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    deadline = asyncio.get_running_loop().time() + 30
-    while not server.started:
-        if task.done():
+    """Serve ``app`` on loopback; yields its base URL; runs the lifespan both ways.
+
+    A free port can be taken by another process before we bind it (parallel test
+    workers): without a fixed ``port``, binding is retried on a fresh one.
+    """
+    for attempt in range(5):
+        chosen = port or free_port()
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=chosen, log_config=None, access_log=False, lifespan="on"
+        )
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve())
+        deadline = asyncio.get_running_loop().time() + 60
+        while not server.started and not task.done():
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError("server did not start")
+            await asyncio.sleep(0.01)
+        if server.started:
+            break
+        with contextlib.suppress(BaseException):
             task.result()
-            raise RuntimeError("server stopped during startup")
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("server did not start")
-        await asyncio.sleep(0.01)
+        if port is not None or attempt == 4:
+            raise RuntimeError(f"server could not start on port {chosen}")
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{chosen}"
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 30)

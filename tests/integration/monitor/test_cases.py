@@ -203,7 +203,13 @@ async def test_monitor_metrics_count_checks_rules_latency_tables_and_lag(world: 
 
     async def tables_reported() -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
         samples = _samples((await w.stack.monitor.get("/metrics")).text)
-        return samples if ("monitor_table_keys", (("table", "irccs"),)) in samples else None
+        groups = {
+            dict(labels)["group"]
+            for name, labels in samples
+            if name == "absch_consumer_lag_messages" and dict(labels)["service"] == "monitor"
+        }
+        ready = ("monitor_table_keys", (("table", "irccs"),)) in samples and len(groups) == 2
+        return samples if ready else None
 
     samples = await eventually(tables_reported, what="the timer reported table sizes")
     assert samples[("monitor_cpcs_checked_total", ())] == 1
