@@ -641,6 +641,15 @@ async def test_the_same_values_are_found_when_not_confidential(
     assert note in draft.text
     uid = str(_ok(await world.stack.registry.post(f"{url}/publish", headers=auth(pa)))["uid"])
     world.irccs += 1
+    # Counting the CNA's mails is not enough here (discrepancy alerts also reach the CNA):
+    # wait for this IRCC's own mail.
+    await eventually(
+        lambda: any(
+            m.header("X-ABSCH-Subject") == uid for m in world.smtp.mails_to(world.cna_address)
+        ),
+        timeout=30,
+        what="the CNA mailed about the control IRCC",
+    )
     await settle(world)
     await feed_kafka(world)
     public = Haystack("public")
