@@ -24,6 +24,12 @@ class MonitorSettings(ServiceSettings):
         description="how long a cited IRCC or checkpoint may be missing before it is flagged",
     )
     recheck_interval_seconds: float = Field(default=5.0, gt=0)
+    commit_interval_seconds: float = Field(
+        default=2.8,
+        gt=0,
+        description="how often the stream processor commits its input offsets; after a "
+        "crash, at most this much input is processed again",
+    )
     data_dir: Path = Field(default=Path("var/monitor"), description="faust's local data")
     single_record_batches: bool = Field(
         default=True,

@@ -26,6 +26,7 @@ from typing import Any
 import faust
 
 from services.monitor import evaluation as ev
+from services.monitor.adapters.rewinding_transport import MonitorApp
 from services.monitor.directory import CheckpointView
 from services.monitor.domain import apply_ircc_event
 from services.monitor.metrics import MonitorMetrics
@@ -67,7 +68,7 @@ class MonitorWorker:
         if settings.single_record_batches:
             extra = {"producer_max_batch_size": 1, "producer_linger_ms": 0}
         parts = settings.kafka_partitions
-        self.app = faust.App(
+        self.app = MonitorApp(
             f"{prefix}absch-monitor",
             broker=_broker_url(settings.kafka_bootstrap),
             store="memory://",
@@ -80,6 +81,7 @@ class MonitorWorker:
             broker_heartbeat_interval=1,
             broker_rebalance_timeout=6,
             broker_request_timeout=30,
+            broker_commit_interval=settings.commit_interval_seconds,
             producer_acks=-1,
             consumer_auto_offset_reset="earliest",
             table_standby_replicas=0,

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from shared.events import topic_name
 from tests.integration.monitor.test_rules import cpc
@@ -90,11 +89,6 @@ class Load:
                 await asyncio.sleep(0.1)
 
 
-@pytest.mark.xfail(
-    reason="known defect: after a monitor SIGKILL a few discrepancies (3-9 of ~300) can be "
-    "lost; the path is not found yet (issue #7 stays open)",
-    strict=False,
-)
 async def test_sigkill_each_service_under_load(
     kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, smtp: SmtpSink
 ) -> None:
