@@ -54,6 +54,7 @@ from shared.events import Topic, decode_event, topic_name
 from shared.records.permit import CONFIDENTIAL_GROUPS
 from tests.support import records as rec
 from tests.support.communiques import communique
+from tests.support.databases import BACKENDS, skip_unless_backend
 from tests.support.mail import consumed, metric
 from tests.support.poll import eventually
 from tests.support.registry import ADMIN_TOKEN, auth, create_user, government_users, publish
@@ -67,7 +68,7 @@ from tests.support.security_leaks import (
     raw_message,
     sentinel,
 )
-from tests.support.security_stack import BACKENDS, module_stack, skip_unless_backend
+from tests.support.security_stack import module_stack
 from tests.support.stack import Stack
 from tools.smtp_sink import SmtpSink
 

@@ -35,20 +35,18 @@ from services.registry.adapters.keys import SigningKey
 from services.registry.context import RegistryContext
 from shared.events import Topic, topic_name
 from tests.support import records as rec
+from tests.support.authz import OTHER, OWN, SIDES, assert_problem, matrix_cells
 from tests.support.communiques import communique
+from tests.support.databases import BACKENDS, skip_unless_backend
 from tests.support.mail import consumed
 from tests.support.poll import eventually
 from tests.support.registry import ADMIN_TOKEN, auth, create_user, government_users, publish
-from tests.support.security_stack import BACKENDS, module_stack, skip_unless_backend
+from tests.support.security_stack import module_stack
 from tests.support.stack import Stack
 from tools.smtp_sink import SmtpSink
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
-PROBLEM_JSON = "application/problem+json"
-OWN, OTHER = "mx", "br"
-SIDES = {"own": OWN, "other": OTHER}
-ROLES = ("admin", "nfp", "pa", "nau", "cna", "checkpoint")
 
 # Expected answer per endpoint (rows), caller role (columns, all of "mx" but the admin) and
 # government of the target (cell = own/other). For the admin, who belongs to no government,
@@ -81,22 +79,6 @@ acknowledge   200/200      200/404      403/404      403/404      200/404      4
 resolve       200/200      200/404      403/404      403/404      200/404      404/404
 reopen        200/200      200/404      403/404      403/404      200/404      404/404
 """
-
-
-def matrix_cells() -> list[Any]:
-    """One ``pytest.param(endpoint, role, side, expected)`` per cell of :data:`MATRIX`."""
-    header, *rows = MATRIX.strip().splitlines()
-    assert tuple(header.split()) == ROLES
-    cells = []
-    for row in rows:
-        endpoint, *columns = row.split()
-        assert len(columns) == len(ROLES), row
-        for role, column in zip(ROLES, columns, strict=True):
-            for side, expected in zip(SIDES, column.split("/"), strict=True):
-                cells.append(
-                    pytest.param(endpoint, role, side, expected, id=f"{role}-{endpoint}-{side}")
-                )
-    return cells
 
 
 @dataclass
@@ -248,16 +230,6 @@ async def _delivered(stack: Stack, admin: str, uid: str) -> bool:
 # ---------------------------------------------------------------- helpers
 
 
-def assert_problem(resp: httpx.Response, status: int) -> dict[str, Any]:
-    """``resp`` is an RFC 9457 problem with ``status``; returns its body."""
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"] == PROBLEM_JSON
-    body: dict[str, Any] = resp.json()
-    assert body["status"] == status
-    assert body["title"]
-    return body
-
-
 async def case_status(world: World, case_id: str) -> str:
     """A case's status, as the admin sees it."""
     resp = await world.stack.monitor.get(f"/v1/discrepancies/{case_id}", headers=auth(world.admin))
@@ -285,7 +257,7 @@ async def prepare_case(world: World, case_id: str, action: str) -> str:
 # ---------------------------------------------------------------- the matrix
 
 
-@pytest.mark.parametrize(("endpoint", "role", "side", "expected"), matrix_cells())
+@pytest.mark.parametrize(("endpoint", "role", "side", "expected"), matrix_cells(MATRIX))
 async def test_endpoints_by_role_and_government(
     world: World, endpoint: str, role: str, side: str, expected: str
 ) -> None:

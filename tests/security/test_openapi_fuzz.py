@@ -46,8 +46,9 @@ from hypothesis import strategies as st
 from schemathesis import APIOperation, Case, GenerationMode
 
 from tests.support import records as rec
+from tests.support.databases import BACKENDS, skip_unless_backend
 from tests.support.registry import ADMIN_TOKEN, auth, create_user, government_users
-from tests.support.security_stack import BACKENDS, module_stack, skip_unless_backend
+from tests.support.security_stack import module_stack
 from tools.smtp_sink import SmtpSink
 
 log = logging.getLogger(__name__)

@@ -8,13 +8,10 @@ cell of the matrix builds the fresh records or requests it acts on, so cells do 
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,13 +19,12 @@ import jwt
 import pytest
 import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.registry.adapters.keys import SigningKey
 from services.registry.context import RegistryContext
 from tests.support import records as rec
+from tests.support.authz import OTHER, OWN, ROLES, SIDES, assert_problem, matrix_cells
+from tests.support.databases import databases, skip_unless_backend
 from tests.support.registry import (
     ADMIN_TOKEN,
     auth,
@@ -41,11 +37,6 @@ from tests.support.registry import (
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-PG_URL = os.environ.get("DATABASE_URL_TEST_PG")
-PROBLEM_JSON = "application/problem+json"
-OWN, OTHER = "mx", "br"
-SIDES = {"own": OWN, "other": OTHER}
-ROLES = ("admin", "nfp", "pa", "nau", "cna", "checkpoint")
 
 # Expected answer of every write endpoint, per caller role (columns) and per government of
 # the target (cell = own/other; the admin belongs to no government, so for it "own" and
@@ -90,22 +81,6 @@ recall                 403/403  403/403  403/403  200/403  403/403  403/403
 """
 
 
-def matrix_cells() -> list[Any]:
-    """One ``pytest.param(endpoint, role, side, expected)`` per cell of :data:`MATRIX`."""
-    header, *rows = MATRIX.strip().splitlines()
-    assert tuple(header.split()) == ROLES
-    cells = []
-    for row in rows:
-        endpoint, *columns = row.split()
-        assert len(columns) == len(ROLES), row
-        for role, column in zip(ROLES, columns, strict=True):
-            for side, expected in zip(SIDES, column.split("/"), strict=True):
-                cells.append(
-                    pytest.param(endpoint, role, side, expected, id=f"{role}-{endpoint}-{side}")
-                )
-    return cells
-
-
 @dataclass
 class World:
     """The running registry and what the module set up in it."""
@@ -126,25 +101,6 @@ class World:
         return self.tokens[gov][role]
 
 
-@asynccontextmanager
-async def fresh_database(backend: str, tmp: Path) -> AsyncIterator[str]:
-    """An empty database URL for the registry, dropped afterwards on PostgreSQL."""
-    if backend == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp / 'registry.db'}"
-        return
-    assert PG_URL
-    name = f"absch_{uuid.uuid4().hex[:12]}_authz"
-    admin = create_async_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    async with admin.connect() as conn:
-        await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await admin.dispose()
-
-
 @pytest_asyncio.fixture(
     scope="module",
     loop_scope="module",
@@ -156,10 +112,10 @@ async def world(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[World]:
     """One registry with both governments' users and base records."""
-    if request.param == "postgres" and not PG_URL:
-        pytest.skip("DATABASE_URL_TEST_PG not set")
+    skip_unless_backend(str(request.param))
     tmp = tmp_path_factory.mktemp(f"authz-{request.param}")
-    async with fresh_database(str(request.param), tmp) as db:
+    async with databases(str(request.param), tmp) as make:
+        db = await make("registry")
         settings = registry_settings(
             kafka=kafka_bootstrap, prefix=f"t{uuid.uuid4().hex[:10]}.", db=db, tmp=tmp
         )
@@ -185,16 +141,6 @@ async def world(
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def assert_problem(resp: httpx.Response, status: int) -> dict[str, Any]:
-    """``resp`` is an RFC 9457 problem with ``status``; returns its body."""
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"] == PROBLEM_JSON
-    body: dict[str, Any] = resp.json()
-    assert body["status"] == status
-    assert body["title"]
-    return body
 
 
 def assert_field_problem(resp: httpx.Response, field: str) -> None:
@@ -259,7 +205,7 @@ def check(resp: httpx.Response, expected: str) -> None:
 # ---------------------------------------------------------------- the matrix
 
 
-@pytest.mark.parametrize(("endpoint", "role", "side", "expected"), matrix_cells())
+@pytest.mark.parametrize(("endpoint", "role", "side", "expected"), matrix_cells(MATRIX))
 async def test_write_endpoints_by_role_and_government(
     world: World, endpoint: str, role: str, side: str, expected: str
 ) -> None:

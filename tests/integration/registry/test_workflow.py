@@ -19,6 +19,7 @@ import pytest
 from services.registry.context import RegistryContext
 from services.registry.handlers import workflow
 from shared.events import topic_name
+from tests.support.authz import assert_problem
 from tests.support.kafka import TopicReader
 from tests.support.records import authority, permit
 from tests.support.registry import (
@@ -32,7 +33,6 @@ from tests.support.registry import (
 )
 
 DbUrl = Callable[[str], Awaitable[str]]
-PROBLEM_JSON = "application/problem+json"
 IRCC_TOPIC = "absch.ircc.v1"
 
 
@@ -84,16 +84,6 @@ async def mx(
         yield Registry(
             client, users, cna["header"]["identifier"], clock, kafka_bootstrap, topic_prefix
         )
-
-
-def assert_problem(resp: httpx.Response, status: int) -> dict[str, Any]:
-    """``resp`` is an RFC 9457 problem with ``status``; returns its body."""
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"] == PROBLEM_JSON
-    body: dict[str, Any] = resp.json()
-    assert body["status"] == status
-    assert body["title"]
-    return body
 
 
 def record_url(record: dict[str, Any]) -> str:
