@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         "--patch",
         action="append",
         default=[],
-        choices=["fetch-wait", "envelope-cache", "batch-commit"],
+        choices=["envelope-cache", "batch-commit"],
         help="what-if patch applied in memory to the service processes (bench/patches)",
     )
     parser.add_argument("--keep-state", action="store_true", help="keep faust data dirs")

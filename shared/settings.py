@@ -32,6 +32,14 @@ class ServiceSettings(BaseSettings):
     kafka_topic_prefix: str = Field(default="", validation_alias="KAFKA_TOPIC_PREFIX")
     kafka_partitions: int = Field(default=4, ge=1, validation_alias="KAFKA_PARTITIONS")
     kafka_replication: int = Field(default=1, ge=1, validation_alias="KAFKA_REPLICATION")
+    kafka_fetch_max_wait_ms: int = Field(
+        default=500,
+        ge=1,
+        le=30_000,
+        validation_alias="KAFKA_FETCH_MAX_WAIT_MS",
+        description="longest a consumer's fetch waits for new records; a broker that holds "
+        "every fetch this long (the embedded one) adds it to each hop, lower costs CPU",
+    )
     public_base_url: str = Field(
         default="http://127.0.0.1:8101", validation_alias="PUBLIC_BASE_URL"
     )

@@ -1,12 +1,10 @@
 """What-if patches for the service processes of a benchmark run (``--patch NAME``).
 
-``python -m bench --patch fetch-wait ...`` puts this folder first on the services'
+``python -m bench --patch batch-commit ...`` puts this folder first on the services'
 PYTHONPATH and names the patches in ``BENCH_PATCHES``; Python imports this module at start
 (``sitecustomize``) and applies them in memory. The repository's code is not touched: this
 is how the benchmark measures the gain of a suggested change before anyone makes it.
 
-- ``fetch-wait``: every aiokafka consumer (the services' ``EventConsumer`` and faust's, which
-  hard-codes 1500 ms) gets ``fetch_max_wait_ms`` <= ``BENCH_FETCH_WAIT_MS`` (default 20).
 - ``envelope-cache``: ``CloudEvent[Model]`` is built once per model instead of going through
   pydantic's ``__class_getitem__`` for every event encoded or decoded.
 - ``batch-commit``: the notifier's ``DeliveryWorker.run_once`` commits once per batch of
@@ -23,19 +21,6 @@ import sys
 from typing import Any
 
 PATCHES = {p.strip() for p in os.environ.get("BENCH_PATCHES", "").split(",") if p.strip()}
-
-
-def _fetch_wait() -> None:
-    import aiokafka
-
-    limit = int(os.environ.get("BENCH_FETCH_WAIT_MS", "20"))
-    original = aiokafka.AIOKafkaConsumer.__init__
-
-    def init(self: Any, *args: Any, **kw: Any) -> None:
-        kw["fetch_max_wait_ms"] = min(int(kw.get("fetch_max_wait_ms", 500)), limit)
-        original(self, *args, **kw)
-
-    aiokafka.AIOKafkaConsumer.__init__ = init  # type: ignore[method-assign]
 
 
 def _envelope_cache() -> None:
@@ -122,8 +107,6 @@ class _AfterImport(importlib.abc.MetaPathFinder):
         return spec
 
 
-if "fetch-wait" in PATCHES:
-    _fetch_wait()
 if "envelope-cache" in PATCHES:
     _envelope_cache()
 if "batch-commit" in PATCHES:

@@ -44,6 +44,7 @@ def _directory_consumer(ctx: CheckpointContext, producer: EventProducer) -> Even
         client_id="checkpoint-view",
         partitions=settings.kafka_partitions,
         replication=settings.kafka_replication,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )
 
 

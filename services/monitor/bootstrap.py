@@ -61,7 +61,10 @@ def bootstrap(settings: MonitorSettings, *, clock: Callable[[], datetime] = utc_
     worker = MonitorWorker(settings, metrics=metrics, checkpoints=view, clock=clock)
     view.listeners.append(worker.recheck_checkpoint)
     follower = TopicFollower(
-        settings.kafka_bootstrap, topic_name(Topic.DIRECTORY, prefix), view.apply
+        settings.kafka_bootstrap,
+        topic_name(Topic.DIRECTORY, prefix),
+        view.apply,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )
 
     async def on_case_event(event: CloudEvent[Any], _delivery: Delivery) -> None:
@@ -79,6 +82,7 @@ def bootstrap(settings: MonitorSettings, *, clock: Callable[[], datetime] = utc_
         client_id="monitor-cases",
         partitions=settings.kafka_partitions,
         replication=settings.kafka_replication,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )
 
     def live_numbers() -> dict[str, Any]:

@@ -82,6 +82,7 @@ class MonitorWorker:
             broker_rebalance_timeout=6,
             broker_request_timeout=30,
             broker_commit_interval=settings.commit_interval_seconds,
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
             producer_acks=-1,
             consumer_auto_offset_reset="earliest",
             table_standby_replicas=0,

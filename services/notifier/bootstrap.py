@@ -100,6 +100,7 @@ def _consumers(
             client_id=client,
             partitions=settings.kafka_partitions,
             replication=settings.kafka_replication,
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         )
 
     # Every instance keeps the whole directory and IRCC view, hence a group of its own.

@@ -60,6 +60,7 @@ class EventConsumer:
         session_timeout_ms: int = 6_000,
         partitions: int = 4,
         replication: int = 1,
+        fetch_max_wait_ms: int = 500,
     ) -> None:
         self._topics = list(topics)
         self._bootstrap = bootstrap
@@ -71,6 +72,7 @@ class EventConsumer:
         self._client_id = client_id
         self._group_id = group_id
         self._session_timeout_ms = session_timeout_ms
+        self._fetch_max_wait_ms = fetch_max_wait_ms
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._lag_reported: set[TopicPartition] = set()
@@ -106,6 +108,7 @@ class EventConsumer:
             heartbeat_interval_ms=1_000,
             rebalance_timeout_ms=self._session_timeout_ms,
             max_poll_records=200,
+            fetch_max_wait_ms=self._fetch_max_wait_ms,
         )
 
     async def _connect(self) -> AIOKafkaConsumer | None:

@@ -24,8 +24,11 @@ class TopicFollower:
     here; the topic's owning consumers dead-letter them.
     """
 
-    def __init__(self, bootstrap: str, topic: str, handler: FollowHandler) -> None:
+    def __init__(
+        self, bootstrap: str, topic: str, handler: FollowHandler, *, fetch_max_wait_ms: int = 500
+    ) -> None:
         self._bootstrap = bootstrap
+        self._fetch_max_wait_ms = fetch_max_wait_ms
         self._topic = topic
         self._handler = handler
         self._task: asyncio.Task[None] | None = None
@@ -52,6 +55,7 @@ class TopicFollower:
                 group_id=None,
                 auto_offset_reset="earliest",
                 enable_auto_commit=False,
+                fetch_max_wait_ms=self._fetch_max_wait_ms,
             )
             try:
                 await consumer.start()

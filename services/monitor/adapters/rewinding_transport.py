@@ -19,7 +19,7 @@ defeated that, and each lost communiqués after a worker was killed:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -27,6 +27,12 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 class RewindingConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     """Seeks never-committed stream partitions to their beginning."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # faust hard-codes 1500 ms; aiokafka reads this attribute when the consumer starts.
+        consumer._fetch_max_wait_ms = cast("MonitorApp", self.app).fetch_max_wait_ms
+        return consumer
 
     async def seek_to_committed(self) -> Mapping[Any, int]:
         return await self.call_thread(self._seek_to_committed_or_beginning)  # type: ignore[no-any-return]
@@ -72,6 +78,10 @@ class RewindingTransport(faust_aiokafka.Transport):
 
 class MonitorApp(faust.App):
     """A faust app that consumes through :class:`RewindingTransport`."""
+
+    def __init__(self, *args: Any, fetch_max_wait_ms: int = 1500, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fetch_max_wait_ms = fetch_max_wait_ms
 
     def _new_transport(self) -> RewindingTransport:
         return RewindingTransport(self.conf.broker_consumer, self)
