@@ -43,7 +43,7 @@ fmt: $(STAMP) ## format and auto-fix
 	$(PY) -m ruff format . && $(PY) -m ruff check --fix .
 
 typecheck: $(STAMP) ## mypy --strict
-	$(PY) -m mypy shared services tools
+	$(PY) -m mypy shared services tools tests bench
 
 schemas: $(STAMP) ## regenerate event JSON Schemas and docs/events.md
 	$(PY) -m shared.events.schemas

@@ -234,19 +234,19 @@ async def run(session: Any) -> Outcome:
                     server_cpu_pct=100 * ((cpu_seconds(pid) or 0.0) - c0) / wall,
                 )
                 results.append(res)
-        profile = None
+        profile: dict[str, Any] | None = None
         if session.profile and profiling.pyspy():
             seconds = 3.0 if session.quick else 10.0
             progress(f"intake: py-spy on the checkpoint under 16 connections for {seconds:.0f}s")
             url, pid = targets["checkpoint"]
-            load = asyncio.create_task(
+            background = asyncio.create_task(
                 wrk(f"{url}/v1/communiques", world.operator, body, 16, seconds + 2, state)
                 if gen == "wrk"
                 else httpx_load(f"{url}/v1/communiques", world.operator, body, 16, seconds + 2)
             )
             await asyncio.sleep(1)
             files = await profiling.record({"checkpoint": pid}, seconds, state / "profile")
-            await load
+            await background
             profile = {"seconds": seconds, "summary": profiling.summarise(files["checkpoint"])}
     finally:
         for _, proc in bare.values():

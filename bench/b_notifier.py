@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 from bench.common import Outcome, Table, cpu_seconds, out, progress
 from bench.stack import Proc
@@ -118,7 +118,7 @@ async def run(session: Any) -> Outcome:
         data["send_per_s"] = await measure("send only (prebuilt message)", lambda n: prebuilt)
         data["build_send_per_s"] = await measure(
             "to_message + send",
-            lambda n: to_message(ctx, _row(n, mail)),  # type: ignore[arg-type]
+            lambda n: to_message(cast(Any, ctx), cast(Any, _row(n, mail))),
         )
         await mailer.close()
         for k in (2, 4):
@@ -156,7 +156,7 @@ async def run(session: Any) -> Outcome:
         (
             "to_message_per_s",
             "to_message only (MIME build)",
-            lambda n: to_message(ctx, _row(n, mail)),
+            lambda n: to_message(cast(Any, ctx), cast(Any, _row(n, mail))),
         ),
         ("flatten_per_s", "as_bytes only (MIME serialise)", lambda n: prebuilt.as_bytes()),
         (
@@ -185,6 +185,6 @@ async def run(session: Any) -> Outcome:
 if __name__ == "__main__":  # pragma: no cover - manual use
     from bench.session import Session
 
-    out = asyncio.run(run(Session(quick=True, state=Path("var/bench/notifier-manual"))))
-    for table in out.tables:
+    outcome = asyncio.run(run(Session(quick=True, state=Path("var/bench/notifier-manual"))))
+    for table in outcome.tables:
         out(table.render())

@@ -122,7 +122,8 @@ async def _spawn(form: str, n: int) -> dict[str, Any]:
         cwd=str(ROOT),
     )
     out, _ = await proc.communicate()
-    return json.loads(out.decode().strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
 
 
 async def run(session: Any) -> Outcome:

@@ -19,7 +19,7 @@ def _steps(pytest_args: list[str]) -> list[tuple[str, list[str]]]:
     return [
         ("ruff lint", [py, "-m", "ruff", "check", "."]),
         ("ruff format", [py, "-m", "ruff", "format", "--check", "."]),
-        ("mypy", [py, "-m", "mypy", "shared", "services", "tools", "tests"]),
+        ("mypy", [py, "-m", "mypy", "shared", "services", "tools", "tests", "bench"]),
         # Tests wait on the broker far more than they compute: two workers (one per core,
         # so fault tests keep a realistic machine), one file each at a time (files share
         # module-scoped stacks).
