@@ -14,15 +14,22 @@ defeated that, and each lost communiqués after a worker was killed:
   so refetched records were dropped and the commit moved past them. The input topics
   are neither compacted nor transactional, so the consumer here keeps no such mark:
   a record read twice is processed twice (evaluation is idempotent), never skipped.
+
+And whatever drops a record, its commit cannot pass it: faust moved the commit past a
+lone unacknowledged record at the committed offset; here any such hole holds the commit
+and the partition is read again from it.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any, cast
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
+
+log = logging.getLogger(__name__)
 
 
 class RewindingConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -60,11 +67,34 @@ class _NoReadMark(dict[Any, int | None]):
 
 
 class RewindingConsumer(faust_aiokafka.Consumer):
-    """faust's aiokafka consumer: no read mark, and :class:`RewindingConsumerThread`."""
+    """faust's aiokafka consumer: no read mark, holes read again, and
+    :class:`RewindingConsumerThread`."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._read_offset = _NoReadMark()
+        self._holes: set[Any] = set()
+
+    def _new_offset(self, tp: Any) -> int | None:
+        # faust commits past a lone unacknowledged record at the committed offset (it only
+        # stops at a gap of two). Records are acknowledged in order, so processed records
+        # above the committed offset mean the one at it never reached its agent.
+        acked, committed = self._acked[tp], self._committed_offset[tp]
+        if acked and committed is not None and min(acked) > committed:
+            self._holes.add(tp)
+            return None
+        return super()._new_offset(tp)
+
+    async def _commit_tps(self, tps: Any, start_new_transaction: bool) -> bool:
+        committed = await super()._commit_tps(tps, start_new_transaction)
+        holes, self._holes = self._holes, set()
+        assigned = self.assignment()
+        for tp in holes:
+            offset = self._committed_offset[tp]
+            if offset is not None and tp in assigned:
+                log.warning("offset %s of %s was skipped; reading from it again", offset, tp)
+                await self.seek(tp, offset)
+        return committed
 
     def _new_consumer_thread(self) -> RewindingConsumerThread:
         return RewindingConsumerThread(self, loop=self.loop, beacon=self.beacon)
