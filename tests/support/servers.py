@@ -26,7 +26,7 @@ async def serving(app: FastAPI, *, port: int | None = None) -> AsyncIterator[str
             app, host="127.0.0.1", port=chosen, log_config=None, access_log=False, lifespan="on"
         )
         server = uvicorn.Server(config)
-        task = asyncio.create_task(server.serve())
+        task = asyncio.create_task(_serve(server))
         deadline = asyncio.get_running_loop().time() + 60
         while not server.started and not task.done():
             if asyncio.get_running_loop().time() > deadline:
@@ -43,3 +43,12 @@ async def serving(app: FastAPI, *, port: int | None = None) -> AsyncIterator[str
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 30)
+
+
+async def _serve(server: uvicorn.Server) -> None:
+    # uvicorn exits (SystemExit) when the port is taken; as a task's exception that would
+    # stop the whole event loop instead of letting the caller try another port.
+    try:
+        await server.serve()
+    except SystemExit as exc:
+        raise OSError(f"server exited with {exc.code}") from None
