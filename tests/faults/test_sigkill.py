@@ -91,7 +91,7 @@ class Load:
 
 
 @pytest.mark.xfail(
-    reason="known defect (issue #7): in about 1 run of 12, after the monitor restarts some "
+    reason="known defect (issue #7): in 2 of 13 runs, after the monitor restarts some "
     "absch.cpc.v1 partitions stop advancing with no error logged, and the communiqués on "
     "them are not checked within the test's wait",
     strict=False,
