@@ -16,6 +16,7 @@ same results as one, and results do not depend on the order events arrive in.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -39,6 +40,19 @@ log = logging.getLogger(__name__)
 
 def _broker_url(bootstrap: str) -> str:
     return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(","))
+
+
+async def _acknowledged(sent: Any, what: str, *, warn_every: float = 10.0) -> None:
+    """Wait for the broker's acknowledgement, saying so while it is late (a stuck send
+    would otherwise stop its agent without a word)."""
+    waited = 0.0
+    while True:
+        try:
+            await asyncio.wait_for(asyncio.shield(sent), warn_every)
+            return
+        except TimeoutError:
+            waited += warn_every
+            log.warning("%s not acknowledged by the broker after %.0fs", what, waited)
 
 
 def _raw_topic(app: faust.App, name: str) -> Any:
@@ -116,7 +130,7 @@ class MonitorWorker:
     async def _forward(self, key: str, value: dict[str, Any]) -> None:
         # Acknowledged before the input event is: a crash can repeat a forward, never drop it.
         sent = await self.work.send(key=key.encode(), value=value)
-        await sent
+        await _acknowledged(sent, f"forward of {key}")
 
     async def _dead_letter(
         self, topic: str, key: bytes | None, value: bytes, exc: Exception
@@ -257,7 +271,7 @@ class MonitorWorker:
             sent = await self.out_topic.send(
                 key=event.data.id.encode(), value=event.to_json_bytes()
             )
-            await sent
+            await _acknowledged(sent, f"{event.type} {event.id}")
         for rule in change.flagged:
             self.metrics.flagged.labels(rule).inc()
         for rule in change.cleared:
