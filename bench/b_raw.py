@@ -17,6 +17,8 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -93,16 +95,28 @@ async def _topic(bootstrap: str) -> str:
     return name
 
 
-async def flood(bootstrap: str, n: int) -> dict[str, Any]:
-    """Send n messages as fast as possible; consume them in another task."""
+@asynccontextmanager
+async def _round_trip(
+    bootstrap: str, n: int, consumer: dict[str, Any] | None = None
+) -> AsyncIterator[tuple[str, AIOKafkaProducer, _Reader, asyncio.Task[None]]]:
+    """A fresh topic, a producer and a reader consuming ``n`` messages in another task."""
     topic = await _topic(bootstrap)
-    reader = _Reader(bootstrap, topic, n)
+    reader = _Reader(bootstrap, topic, n, consumer)
     await reader.start()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **PRODUCER)
     await producer.start()
-    pad = _pad()
     consume = asyncio.create_task(reader.run())
     try:
+        yield topic, producer, reader, consume
+    finally:
+        await producer.stop()
+        await reader.stop()
+
+
+async def flood(bootstrap: str, n: int) -> dict[str, Any]:
+    """Send n messages as fast as possible; consume them in another task."""
+    async with _round_trip(bootstrap, n) as (topic, producer, reader, consume):
+        pad = _pad()
         t0 = time.perf_counter()
         futures = []
         for i in range(n):
@@ -111,9 +125,6 @@ async def flood(bootstrap: str, n: int) -> dict[str, Any]:
         await asyncio.gather(*futures)
         t_acked = time.perf_counter()
         await asyncio.wait_for(consume, timeout=120)
-    finally:
-        await producer.stop()
-        await reader.stop()
     lat = reader.latencies
     return {
         "messages": n,
@@ -129,15 +140,9 @@ async def paced(
     bootstrap: str, rate: float, seconds: float, consumer: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Send at ``rate`` msg/s (in 2 ms ticks) and measure the per-message latency."""
-    topic = await _topic(bootstrap)
     n = int(rate * seconds)
-    reader = _Reader(bootstrap, topic, n, consumer)
-    await reader.start()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **PRODUCER)
-    await producer.start()
-    pad = _pad()
-    consume = asyncio.create_task(reader.run())
-    try:
+    async with _round_trip(bootstrap, n, consumer) as (topic, producer, reader, consume):
+        pad = _pad()
         t0 = time.perf_counter()
         sent = 0
         futures = []
@@ -149,9 +154,6 @@ async def paced(
             await asyncio.sleep(0.002)
         await asyncio.gather(*futures)
         await asyncio.wait_for(consume, timeout=120)
-    finally:
-        await producer.stop()
-        await reader.stop()
     lat = reader.latencies
     return {
         "rate": rate,
@@ -210,7 +212,7 @@ async def run(session: Any) -> Outcome:
         "flood latency = queueing behind the whole batch (all sent at once); paced latency = "
         "round trip without backlog",
         "Tansu answers a Fetch only when fetch_max_wait_ms expires, not when data arrives: "
-        "with aiokafka's default (500 ms, which the services keep) every Kafka hop adds "
+        "at 500 ms (aiokafka's default and KAFKA_FETCH_MAX_WAIT_MS's) every Kafka hop adds "
         "this latency",
     ]
     return Outcome("raw", [t], data)
