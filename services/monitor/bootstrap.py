@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI
-from faust.contrib.asgi import faust_app_running
 from prometheus_client import CollectorRegistry
 
 from services.monitor.adapters.tables import Base, OutboxRow
@@ -22,9 +21,9 @@ from services.monitor.settings import MonitorSettings
 from services.monitor.worker import MonitorWorker
 from shared.auth import JwksClient, TokenVerifier
 from shared.db import create_engine, create_schema, ping, session_factory
-from shared.events import CloudEvent, Topic, all_topics, dlq_name, topic_name
-from shared.kafka.admin import connect_producer, ensure_topics
-from shared.kafka.consumer import Delivery, EventConsumer
+from shared.events import CloudEvent, Topic, all_topics, topic_name
+from shared.kafka.admin import connect_producer
+from shared.kafka.consumer import Delivery, EventConsumer, Handler
 from shared.kafka.follower import TopicFollower
 from shared.kafka.producer import EventProducer
 from shared.outbox import OutboxRelay
@@ -47,7 +46,7 @@ def _total(counter: Any, label: str) -> dict[str, float]:
 
 
 def bootstrap(settings: MonitorSettings, *, clock: Callable[[], datetime] = utc_now) -> FastAPI:
-    """The monitor app; its lifespan runs the faust worker and the case projection."""
+    """The monitor app; its lifespan runs the checking worker and the case projection."""
     metrics = MonitorMetrics(CollectorRegistry())
     engine = create_engine(settings.database_url)
     sessions = session_factory(engine)
@@ -58,7 +57,16 @@ def bootstrap(settings: MonitorSettings, *, clock: Callable[[], datetime] = utc_
     relay = OutboxRelay(sessions, OutboxRow, producer, metrics.plumbing)
     cases = CaseStore(sessions, relay, prefix, clock)
     view = CheckpointView()
-    worker = MonitorWorker(settings, metrics=metrics, checkpoints=view, clock=clock)
+    worker = MonitorWorker(
+        sessions=sessions,
+        relay=relay,
+        metrics=metrics,
+        checkpoints=view,
+        clock=clock,
+        prefix=prefix,
+        grace_seconds=settings.unknown_grace_seconds,
+        recheck_interval=settings.recheck_interval_seconds,
+    )
     view.listeners.append(worker.recheck_checkpoint)
     follower = TopicFollower(
         settings.kafka_bootstrap,
@@ -67,23 +75,28 @@ def bootstrap(settings: MonitorSettings, *, clock: Callable[[], datetime] = utc_
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )
 
+    def consumer(topics: list[Topic], suffix: str, handler: Handler) -> EventConsumer:
+        return EventConsumer(
+            bootstrap=settings.kafka_bootstrap,
+            topics=[topic_name(t, prefix) for t in topics],
+            group_id=f"{prefix}{settings.consumer_group}{suffix}",
+            handler=handler,
+            producer=producer,
+            metrics=metrics.plumbing,
+            client_id=f"monitor{suffix}",
+            partitions=settings.kafka_partitions,
+            replication=settings.kafka_replication,
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        )
+
+    checking = consumer([Topic.IRCC, Topic.CPC], "", worker.on_event)
+
     async def on_case_event(event: CloudEvent[Any], _delivery: Delivery) -> None:
         if event.type == "notification.failed":
             metrics.delivery_failures.inc()
         await cases.on_event(event)
 
-    projection = EventConsumer(
-        bootstrap=settings.kafka_bootstrap,
-        topics=[topic_name(Topic.DISCREPANCY, prefix), topic_name(Topic.NOTIFICATION, prefix)],
-        group_id=f"{prefix}{settings.consumer_group}-cases",
-        handler=on_case_event,
-        producer=producer,
-        metrics=metrics.plumbing,
-        client_id="monitor-cases",
-        partitions=settings.kafka_partitions,
-        replication=settings.kafka_replication,
-        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
-    )
+    projection = consumer([Topic.DISCREPANCY, Topic.NOTIFICATION], "-cases", on_case_event)
 
     def live_numbers() -> dict[str, Any]:
         lag = sum(s.value for m in metrics.plumbing.lag.collect() for s in m.samples)
@@ -98,13 +111,12 @@ def bootstrap(settings: MonitorSettings, *, clock: Callable[[], datetime] = utc_
         return {
             "database": await ping(engine),
             "broker": projection.connected,
-            "stream": bool(worker.app.started) and not worker.app.rebalancing,
+            "stream": checking.connected,
         }
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await create_schema(engine, Base.metadata)
-        (settings.data_dir / settings.instance_id).mkdir(parents=True, exist_ok=True)
         setup = asyncio.create_task(
             connect_producer(
                 producer,
@@ -114,20 +126,16 @@ def bootstrap(settings: MonitorSettings, *, clock: Callable[[], datetime] = utc_
                 replication=settings.kafka_replication,
             )
         )
-        # faust subscribes to these at start: they must exist first.
-        await ensure_topics(
-            settings.kafka_bootstrap,
-            [*all_topics(prefix), dlq_name(worker.work_topic_name)],
-            partitions=settings.kafka_partitions,
-            replication=settings.kafka_replication,
-        )
         relay.start()
         follower.start()
         projection.start()
+        checking.start()
+        worker.start()
         try:
-            async with faust_app_running(worker.app, stop_timeout=30):
-                yield
+            yield
         finally:
+            await worker.stop()
+            await checking.stop()
             await projection.stop()
             await follower.stop()
             setup.cancel()
@@ -144,6 +152,7 @@ def bootstrap(settings: MonitorSettings, *, clock: Callable[[], datetime] = utc_
     )
     app.state.cases = cases
     app.state.worker = worker
+    app.state.checking = checking
     app.state.live_numbers = live_numbers
     app.state.verifier = TokenVerifier(JwksClient(settings.jwks_url).key)
     install_error_mapping(app)

@@ -1,327 +1,219 @@
-"""The monitor's stream processor (faust): IRCC state, citations, checks, discrepancies.
+"""The monitor's checking worker: IRCC state, citations, checks, discrepancies.
 
-Topology (all topics carry the deployment prefix):
+- ``absch.ircc.v1`` and ``absch.cpc.v1`` are read by one consumer group
+  (``absch-monitor``); offsets are committed after the event's transaction.
+- An IRCC event folds into the IRCC's state and re-evaluates every stored citation of it;
+  a CPC stores one citation per cited IRCC plus the CPC itself and evaluates each.
+- Findings and the ``discrepancy.*`` events they cause are written in that same
+  transaction (the events through the outbox), so a crash either keeps both or neither:
+  a redelivered event finds its findings stored and raises nothing twice.
+- A timer looks again at items whose grace period for an unknown reference has passed;
+  a checkpoint change re-checks the CPCs that cite it.
 
-- ``absch.ircc.v1`` → re-keyed by IRCC ``header.identifier`` onto the work topic;
-- ``absch.cpc.v1`` → one citation per cited IRCC (keyed by that IRCC) plus one CPC item
-  (keyed ``cpc:<uid>``) onto the work topic;
-- the work topic's agent keeps the IRCC states, one entry per citation (``<ircc>|<cpc>``)
-  with an index of the CPCs citing each IRCC, the CPC items and the findings raised per
-  citation or CPC (tables with changelogs), evaluates, and emits ``discrepancy.*``;
-- a timer re-checks keys whose grace period for unknown references has passed.
-
-Everything one evaluation needs is in one partition, so any number of workers gives the
-same results as one, and results do not depend on the order events arrive in.
+Locks (``adapters/state.py``) make any number of workers on one database give the same
+results as one, whatever order events arrive in.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-import faust
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.monitor import evaluation as ev
-from services.monitor.adapters.rewinding_transport import MonitorApp
+from services.monitor.adapters import state as store
+from services.monitor.adapters.tables import OutboxRow
 from services.monitor.directory import CheckpointView
-from services.monitor.domain import apply_ircc_event
+from services.monitor.domain import Finding, apply_ircc_event
 from services.monitor.metrics import MonitorMetrics
-from services.monitor.settings import MonitorSettings
-from shared.events import DecodeError, Topic, UnknownEventType, decode_event, dlq_name, topic_name
+from shared.events import CloudEvent, Topic, topic_name
 from shared.events.models import CpcPublished, IrccEvent
+from shared.kafka.consumer import Delivery
+from shared.outbox import OutboxRelay, stage
 
 log = logging.getLogger(__name__)
 
 
-def _broker_url(bootstrap: str) -> str:
-    return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(","))
-
-
-async def _acknowledged(sent: Any, what: str, *, warn_every: float = 10.0) -> None:
-    """Wait for the broker's acknowledgement, saying so while it is late (a stuck send
-    would otherwise stop its agent without a word)."""
-    waited = 0.0
-    while True:
-        try:
-            await asyncio.wait_for(asyncio.shield(sent), warn_every)
-            return
-        except TimeoutError:
-            waited += warn_every
-            log.warning("%s not acknowledged by the broker after %.0fs", what, waited)
-
-
-def _raw_topic(app: faust.App, name: str) -> Any:
-    return app.topic(
-        name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-    )
+def cited_irccs(record: dict[str, Any]) -> dict[str, str]:
+    """Revision-less identifier -> reference as cited, for each IRCC a CPC cites."""
+    refs = [r.get("identifier") or "" for r in record.get("absIRCCs") or []]
+    out: dict[str, str] = {}
+    for ref in refs:
+        if ref:
+            out.setdefault(ref.split("@", 1)[0], ref)
+    return out
 
 
 class MonitorWorker:
-    """A faust app configured from settings; run it with ``faust_app_running``."""
+    """Evaluates IRCC and CPC events against the stored state; see the module docstring."""
 
     def __init__(
         self,
-        settings: MonitorSettings,
         *,
+        sessions: async_sessionmaker[AsyncSession],
+        relay: OutboxRelay,
         metrics: MonitorMetrics,
         checkpoints: CheckpointView,
         clock: Callable[[], datetime],
+        prefix: str,
+        grace_seconds: float,
+        recheck_interval: float,
     ) -> None:
-        self.settings = settings
+        self._sessions = sessions
+        self._relay = relay
         self.metrics = metrics
         self.checkpoints = checkpoints
         self.clock = clock
-        self.grace = timedelta(seconds=settings.unknown_grace_seconds)
-        prefix = settings.kafka_topic_prefix
-        extra: dict[str, Any] = {}
-        if settings.single_record_batches:
-            extra = {"producer_max_batch_size": 1, "producer_linger_ms": 0}
-        parts = settings.kafka_partitions
-        self.app = MonitorApp(
-            f"{prefix}absch-monitor",
-            broker=_broker_url(settings.kafka_bootstrap),
-            store="memory://",
-            web_enabled=False,
-            autodiscover=False,
-            datadir=str(settings.data_dir / settings.instance_id),
-            topic_partitions=parts,
-            topic_replication_factor=settings.kafka_replication,
-            broker_session_timeout=6,
-            broker_heartbeat_interval=1,
-            broker_rebalance_timeout=6,
-            broker_request_timeout=30,
-            broker_commit_interval=settings.commit_interval_seconds,
-            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
-            producer_acks=-1,
-            consumer_auto_offset_reset="earliest",
-            table_standby_replicas=0,
-            **extra,
-        )
-        self.ircc_topic = _raw_topic(self.app, topic_name(Topic.IRCC, prefix))
-        self.cpc_topic = _raw_topic(self.app, topic_name(Topic.CPC, prefix))
-        self.out_topic = _raw_topic(self.app, topic_name(Topic.DISCREPANCY, prefix))
-        self.work_topic_name = f"{prefix}absch.monitor.work.v1"
-        self.work = self.app.topic(
-            self.work_topic_name,
-            key_type=bytes,
-            key_serializer="raw",
-            value_serializer="json",
-            partitions=parts,
-            internal=True,
-        )
-        self._dlqs: dict[str, Any] = {}
-        table = self._table
-        self.irccs, self.citations = table("irccs"), table("citations")
-        self.cited_by = table("cited_by")
-        self.cpcs, self.findings, self.pending = table("cpcs"), table("findings"), table("due")
-        self.app.agent(self.ircc_topic, name="monitor-ircc-in")(self._ircc_in)
-        self.app.agent(self.cpc_topic, name="monitor-cpc-in")(self._cpc_in)
-        self.app.agent(self.work, name="monitor-work")(self._work)
-        self.app.timer(settings.recheck_interval_seconds)(self._recheck_due)
+        self.grace = timedelta(seconds=grace_seconds)
+        self._topic = topic_name(Topic.DISCREPANCY, prefix)
+        self._interval = recheck_interval
+        self._task: asyncio.Task[None] | None = None
 
-    def _table(self, name: str) -> Any:
-        return self.app.Table(name, default=None, partitions=self.settings.kafka_partitions)
+    def start(self) -> None:
+        """Run the recheck timer in the background."""
+        self._task = asyncio.create_task(self._recheck_loop(), name="monitor-recheck")
 
-    async def _forward(self, key: str, value: dict[str, Any]) -> None:
-        # Acknowledged before the input event is: a crash can repeat a forward, never drop it.
-        sent = await self.work.send(key=key.encode(), value=value)
-        await _acknowledged(sent, f"forward of {key}")
+    async def stop(self) -> None:
+        """Stop the timer (an evaluation in hand finishes or rolls back)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
-    async def _dead_letter(
-        self, topic: str, key: bytes | None, value: bytes, exc: Exception
-    ) -> None:
-        """Park a message that cannot be handled in ``<topic>.dlq`` with the reason."""
-        headers = [
-            ("error", str(exc)[:1000].encode()),
-            ("error_type", type(exc).__name__.encode()),
-            ("original_topic", topic.encode()),
-            ("service", b"monitor"),
-        ]
-        name = dlq_name(topic)
-        if name not in self._dlqs:
-            self._dlqs[name] = _raw_topic(self.app, name)
-        await self._dlqs[name].send(key=key, value=value, headers=headers)
-        self.metrics.plumbing.dlq.labels("monitor", topic).inc()
-        log.warning("sent a message of %s to its DLQ: %s", topic, exc)
-
-    async def _decoded(self, topic: str, stream: Any) -> Any:
-        """Events of a raw stream; undecodable ones go to the DLQ, unknown types are skipped."""
-        async for key, raw in stream.items():
-            try:
-                yield decode_event(raw)
-            except UnknownEventType:
-                continue
-            except DecodeError as exc:
-                await self._dead_letter(topic, key, raw, exc)
-
-    async def _ircc_in(self, stream: Any) -> None:
-        async for event in self._decoded(self.ircc_topic.get_topic_name(), stream):
-            if not isinstance(event.data, IrccEvent):
-                continue
+    async def on_event(self, event: CloudEvent[Any], _delivery: Delivery) -> None:
+        """Handle one consumed IRCC or CPC event (other types are ignored)."""
+        data = event.data
+        if isinstance(data, IrccEvent):
             self.metrics.events_seen.labels(event.type).inc()
-            await self._forward(
-                event.data.identifier,
-                {"kind": "ircc", "type": event.type, "data": event.data.model_dump(mode="json")},
-            )
-
-    async def _cpc_in(self, stream: Any) -> None:
-        async for event in self._decoded(self.cpc_topic.get_topic_name(), stream):
-            if not isinstance(event.data, CpcPublished):
-                continue
+            await self._on_ircc(event.type, data)
+        elif isinstance(data, CpcPublished):
             self.metrics.events_seen.labels(event.type).inc()
-            data, received = event.data, event.time.isoformat()
-            refs = [r.get("identifier", "") for r in data.record.get("absIRCCs") or []]
-            for ref in dict.fromkeys(r for r in refs if r):
-                await self._forward(
-                    ref.split("@", 1)[0],
-                    {
-                        "kind": "citation",
-                        "cpc_uid": data.uid,
-                        "cpc": data.record,
-                        "reference": ref,
-                        "received_at": received,
-                    },
+            await self._on_cpc(data, event.time)
+
+    async def _on_ircc(self, event_type: str, data: IrccEvent) -> None:
+        ident = data.identifier
+        async with self._transaction() as (session, out):
+            known = await store.lock_irccs(session, [ident])
+            state = apply_ircc_event(known.get(ident), event_type, data.model_dump(mode="json"))
+            await store.save_ircc(session, state)
+            now = self.clock()
+            for citation in await store.citations_of(session, ident):
+                findings, due = ev.citation_findings(citation, state, now=now, grace=self.grace)
+                await self._apply(
+                    session, out, ev.citation_key(ident, citation.cpc_uid), findings, due
                 )
-            await self._forward(
-                ev.CPC_KEY_PREFIX + data.uid,
-                {"kind": "cpc", "cpc_uid": data.uid, "cpc": data.record, "received_at": received},
-            )
 
-    async def _work(self, stream: Any) -> None:
-        async for key_bytes, value in stream.items():
-            key = key_bytes.decode()
-            start = time.perf_counter()
-            try:
-                for item in self._absorb(key, value):
-                    await self._evaluate(item)
-            except Exception as exc:  # one bad item must not stop the partition
-                log.exception("monitor work item for %s failed", key)
-                self.metrics.work_errors.inc()
-                await self._dead_letter(
-                    self.work.get_topic_name(), key_bytes, json.dumps(value).encode(), exc
+    async def _on_cpc(self, data: CpcPublished, received_at: datetime) -> None:
+        cited = cited_irccs(data.record)
+        async with self._transaction() as (session, out):
+            states = await store.lock_irccs(session, cited)
+            await store.put_cpc(session, data.uid, data.record, received_at)
+            now = self.clock()
+            for ident, reference in cited.items():
+                citation = ev.Citation(data.uid, data.record, reference, received_at)
+                await store.put_citation(session, ident, citation)
+                self.metrics.citations_checked.inc()
+                findings, due = ev.citation_findings(
+                    citation, states.get(ident), now=now, grace=self.grace
                 )
-            self.metrics.check_seconds.observe(time.perf_counter() - start)
-
-    def _absorb(self, key: str, value: dict[str, Any]) -> list[str]:
-        """Store what a work message carries; return the items to evaluate now.
-
-        Items are a citation (``<ircc>|<cpc uid>``) or a CPC (``cpc:<uid>``); each has its
-        own table entries, so a much-cited IRCC never makes one large value.
-        """
-        kind = value.get("kind")
-        if kind == "ircc":
-            current = self.irccs.get(key)
-            state = ev.state_from_json(current) if current else None
-            folded = apply_ircc_event(state, value["type"], value["data"])
-            self.irccs[key] = ev.state_to_json(folded)
-            return [ev.citation_key(key, cpc) for cpc in self.cited_by.get(key) or []]
-        if kind == "citation":
-            item = ev.citation_key(key, value["cpc_uid"])
-            self.citations[item] = {k: value[k] for k in ("cpc", "reference", "received_at")}
-            cited = list(self.cited_by.get(key) or [])
-            if value["cpc_uid"] not in cited:
-                self.cited_by[key] = sorted([*cited, value["cpc_uid"]])
-            self.metrics.citations_checked.inc()
-            return [item]
-        if kind == "cpc":
-            self.cpcs[key] = {k: value[k] for k in ("cpc_uid", "cpc", "received_at")}
+                await self._apply(session, out, ev.citation_key(ident, data.uid), findings, due)
             self.metrics.cpcs_checked.inc()
-            return [key]
-        if kind == "recheck":
-            return [str(value.get("item") or key)]
-        return []
-
-    async def _evaluate(self, item: str) -> None:
-        now = self.clock()
-        if item.startswith(ev.CPC_KEY_PREFIX):
-            cpc = self.cpcs.get(item)
-            if cpc is None:
-                return
-            findings, due = ev.cpc_findings(
-                cpc["cpc_uid"],
-                cpc["cpc"],
-                datetime.fromisoformat(cpc["received_at"]),
-                self.checkpoints.snapshot(),
-                now=now,
-                grace=self.grace,
+            await self._evaluate_cpc(
+                session, out, {"cpc_uid": data.uid, "cpc": data.record, "received_at": received_at}
             )
-        else:
+
+    async def _evaluate_cpc(
+        self, session: AsyncSession, out: list[tuple[str, str]], cpc: dict[str, Any]
+    ) -> None:
+        findings, due = ev.cpc_findings(
+            cpc["cpc_uid"],
+            cpc["cpc"],
+            cpc["received_at"],
+            self.checkpoints.snapshot(),
+            now=self.clock(),
+            grace=self.grace,
+        )
+        await self._apply(session, out, ev.CPC_KEY_PREFIX + cpc["cpc_uid"], findings, due)
+
+    async def recheck(self, item: str) -> None:
+        """Evaluate one stored item (a citation or a CPC) again, under its lock."""
+        async with self._transaction() as (session, out):
+            if item.startswith(ev.CPC_KEY_PREFIX):
+                cpc = await store.lock_cpc(session, item.removeprefix(ev.CPC_KEY_PREFIX))
+                if cpc is not None:
+                    await self._evaluate_cpc(session, out, cpc)
+                return
             ident, cpc_uid = ev.split_citation_key(item)
-            c = self.citations.get(item)
-            if c is None:
-                return
-            state_json = self.irccs.get(ident)
-            state = ev.state_from_json(state_json) if state_json else None
-            citation = ev.Citation(
-                cpc_uid, c["cpc"], c["reference"], datetime.fromisoformat(c["received_at"])
-            )
-            findings, due = ev.citation_findings(citation, state, now=now, grace=self.grace)
-        await self._apply(item, findings, due)
-
-    async def _apply(self, key: str, findings: list[Any], due: datetime | None) -> None:
-        change = ev.transition(self.findings.get(key) or {}, findings)
-        for event in change.events:
-            # Wait for the broker's ack before the findings table records the flag: the
-            # table's changelog must never get ahead of the event it stands for.
-            sent = await self.out_topic.send(
-                key=event.data.id.encode(), value=event.to_json_bytes()
-            )
-            await _acknowledged(sent, f"{event.type} {event.id}")
-        for rule in change.flagged:
-            self.metrics.flagged.labels(rule).inc()
-        for rule in change.cleared:
-            self.metrics.cleared.labels(rule).inc()
-        if change.events:
-            self.findings[key] = change.stored
-        if due is not None:
-            self.pending[key] = due.isoformat()
-        elif self.pending.get(key) is not None:
-            del self.pending[key]
-
-    async def _recheck_due(self) -> None:
-        now = self.clock()
-        due = [
-            k
-            for k, when in list(self.pending.items())
-            if when and datetime.fromisoformat(when) <= now
-        ]
-        for item in due:
-            await self._forward(ev.partition_key(item), {"kind": "recheck", "item": item})
-        for name, table in (
-            ("irccs", self.irccs),
-            ("citations", self.citations),
-            ("cpcs", self.cpcs),
-            ("findings", self.findings),
-        ):
-            self.metrics.table_keys.labels(name).set(len(table))
-        await self._record_lag()
-
-    async def _record_lag(self) -> None:
-        # Highwater comes from fetch responses (right on every broker), position is local.
-        consumer = self.app.consumer
-        plumbing = self.metrics.plumbing
-        for tp in consumer.assignment():
-            try:
-                high, position = consumer.highwater(tp), await consumer.position(tp)
-            except Exception as exc:  # not fetched yet, or rebalancing
-                log.debug("no lag for %s yet: %s", tp, exc)
-                continue
-            if high is not None and position is not None:
-                plumbing.lag.labels(
-                    plumbing.service, self.app.conf.id, tp.topic, str(tp.partition)
-                ).set(max(0, high - position))
+            state = (await store.lock_irccs(session, [ident])).get(ident)
+            for citation in await store.citations_of(session, ident, cpc_uid):
+                findings, due = ev.citation_findings(
+                    citation, state, now=self.clock(), grace=self.grace
+                )
+                await self._apply(session, out, item, findings, due)
 
     async def recheck_checkpoint(self, identifier: str) -> None:
-        """A checkpoint changed: look again at the local CPCs that cite it."""
-        for key, item in list(self.cpcs.items()):
-            cited = [
-                r.get("identifier", "").split("@", 1)[0]
-                for r in (item or {}).get("cpc", {}).get("absCheckpoints") or []
-            ]
-            if identifier in cited:
-                await self._forward(key, {"kind": "recheck", "item": key})
+        """A checkpoint changed: look again at the stored CPCs that cite it."""
+        async with self._sessions() as session:
+            uids = await store.cpcs_citing_checkpoint(session, identifier)
+        for uid in uids:
+            await self.recheck(ev.CPC_KEY_PREFIX + uid)
+
+    async def pending_items(self) -> int:
+        """How many items wait for a grace period to pass."""
+        async with self._sessions() as session:
+            return await store.pending_count(session)
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> Any:
+        """A session in a transaction; counters move and the relay wakes after commit."""
+        start = time.perf_counter()
+        out: list[tuple[str, str]] = []  # (flagged|cleared, rule)
+        async with self._sessions() as session, session.begin():
+            yield session, out
+        for kind, rule in out:
+            (self.metrics.flagged if kind == "flagged" else self.metrics.cleared).labels(rule).inc()
+        if out:
+            self._relay.wake()
+        self.metrics.check_seconds.observe(time.perf_counter() - start)
+
+    async def _apply(
+        self,
+        session: AsyncSession,
+        out: list[tuple[str, str]],
+        item: str,
+        findings: list[Finding],
+        due: datetime | None,
+    ) -> None:
+        row = await store.findings_of(session, item)
+        change = ev.transition(row.stored if row else {}, findings)
+        for event in change.events:
+            stage(session, OutboxRow, self._topic, event, key=event.data.id)
+        out += [("flagged", r) for r in change.flagged] + [("cleared", r) for r in change.cleared]
+        store.save_findings(session, item, row, change.stored if change.events else None, due)
+
+    async def _recheck_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self._recheck_due()
+            except Exception:  # database hiccup: the next round tries again
+                log.exception("recheck round failed")
+
+    async def _recheck_due(self) -> None:
+        async with self._sessions() as session:
+            due = await store.due_items(session, self.clock())
+        for item in due:
+            try:
+                await self.recheck(item)
+            except Exception:
+                self.metrics.work_errors.inc()
+                log.exception("recheck of %s failed", item)
+        async with self._sessions() as session:
+            for name, n in (await store.sizes(session)).items():
+                self.metrics.table_keys.labels(name).set(n)

@@ -78,6 +78,7 @@ class EventConsumer:
         self._lag_reported: set[TopicPartition] = set()
         # Per topic: wall-clock start of the last poll round after which it had no lag.
         self.caught_up_at: dict[str, float] = {}
+        self._consumer: AIOKafkaConsumer | None = None
         for topic in self._topics:  # series exist from the start, so increase() sees the first
             metrics.dlq.labels(metrics.service, topic)
         self.connected = False
@@ -94,6 +95,11 @@ class EventConsumer:
                 await asyncio.wait_for(self._task, timeout)
             if not self._task.done():
                 self._task.cancel()
+
+    def assignment(self) -> set[tuple[str, int]]:
+        """The (topic, partition) pairs this member of the group holds now."""
+        consumer = self._consumer
+        return {(tp.topic, tp.partition) for tp in consumer.assignment()} if consumer else set()
 
     def _new_consumer(self) -> AIOKafkaConsumer:
         # aiokafka binds to the running loop, so the client is built when connecting.
@@ -135,7 +141,7 @@ class EventConsumer:
         return None
 
     async def _run(self) -> None:
-        consumer = await self._connect()
+        consumer = self._consumer = await self._connect()
         if consumer is None:
             return
         try:
@@ -152,6 +158,7 @@ class EventConsumer:
             with contextlib.suppress(Exception):
                 await consumer.stop()
             self.connected = False
+            self._consumer = None
 
     async def _process_partition(
         self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[ConsumerRecord]

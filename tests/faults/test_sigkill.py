@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from shared.events import topic_name
 from tests.integration.monitor.test_rules import cpc
@@ -55,7 +54,6 @@ def _processes(kafka: str, prefix: str, tmp: Path, smtp: SmtpSink) -> dict[str, 
             "NOTIFIER_RETRY_MAX_SECONDS": "0.5",
         },
         "monitor": {
-            "MONITOR_DATA_DIR": str(tmp / "faust"),
             "MONITOR_RECHECK_INTERVAL_SECONDS": "1",
         },
     }
@@ -90,12 +88,6 @@ class Load:
                 await asyncio.sleep(0.1)
 
 
-@pytest.mark.xfail(
-    reason="known defect (issue #7): in 2 of 13 runs, after the monitor restarts some "
-    "absch.cpc.v1 partitions stop advancing with no error logged, and the communiqués on "
-    "them are not checked within the test's wait",
-    strict=False,
-)
 async def test_sigkill_each_service_under_load(
     kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, smtp: SmtpSink
 ) -> None:

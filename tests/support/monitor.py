@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,15 +17,13 @@ from tests.support.servers import serving
 
 @asynccontextmanager
 async def running_monitor(
-    *, kafka: str, prefix: str, db: str, tmp: Path, instance: str = "1", **extra: Any
+    *, kafka: str, prefix: str, db: str, **extra: Any
 ) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
     """Serve one monitor worker; yields an HTTP client and the app."""
     settings = MonitorSettings(
         kafka_bootstrap=kafka,
         kafka_topic_prefix=prefix,
         database_url=db,
-        data_dir=tmp / "monitor",
-        instance_id=instance,
         environment="test",
         **extra,
     )

@@ -82,7 +82,6 @@ async def running_stack(
             kafka_topic_prefix=prefix,
             database_url=await db_url("monitor"),
             jwks_url=f"{base}/.well-known/jwks.json",
-            data_dir=tmp / "monitor",
             environment="test",
             **(monitor_extra or {}),
         )

@@ -1,4 +1,4 @@
-"""Monitor tables: discrepancy cases, delivery failures seen, outbox."""
+"""Monitor tables: checking state, discrepancy cases, delivery failures seen, outbox."""
 
 from __future__ import annotations
 
@@ -50,3 +50,55 @@ class OutboxRow(OutboxMixin, Base):
     """Case events waiting for the relay."""
 
     __tablename__ = "outbox"
+
+
+class IrccStateRow(Base):
+    """Every revision of one IRCC seen so far (``state`` NULL: cited, not yet seen)."""
+
+    __tablename__ = "monitor_irccs"
+
+    identifier: Mapped[str] = mapped_column(String(200), primary_key=True)
+    state: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class CitationRow(Base):
+    """A CPC citing an IRCC: what the per-IRCC rules look at again when the IRCC changes."""
+
+    __tablename__ = "monitor_citations"
+
+    ircc: Mapped[str] = mapped_column(String(200), primary_key=True)
+    cpc_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    cpc: Mapped[dict[str, Any]] = mapped_column(JSON)
+    reference: Mapped[str] = mapped_column(String(250))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CpcRow(Base):
+    """A CPC, for its own checks (checkpoints, evidence)."""
+
+    __tablename__ = "monitor_cpcs"
+
+    cpc_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    cpc: Mapped[dict[str, Any]] = mapped_column(JSON)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CpcCheckpointRow(Base):
+    """Which CPCs cite a checkpoint, so a checkpoint change re-checks just those."""
+
+    __tablename__ = "monitor_cpc_checkpoints"
+
+    checkpoint: Mapped[str] = mapped_column(String(200), primary_key=True)
+    cpc_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class FindingsRow(Base):
+    """Findings raised for one item (a citation or a CPC) and when to look again."""
+
+    __tablename__ = "monitor_findings"
+
+    item: Mapped[str] = mapped_column(String(300), primary_key=True)
+    stored: Mapped[dict[str, Any]] = mapped_column(JSON)
+    due_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True, index=True
+    )

@@ -221,5 +221,5 @@ async def test_monitor_metrics_count_checks_rules_latency_tables_and_lag(world: 
         for name, labels in samples
         if name == "absch_consumer_lag_messages" and dict(labels)["service"] == "monitor"
     }
-    # The stream processor's group (the faust app id) and the case projection's group.
+    # The checking consumer's group and the case projection's group.
     assert lag_groups == {f"{w.prefix}absch-monitor", f"{w.prefix}absch-monitor-cases"}

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaProducer
 
+from services.monitor.worker import MonitorWorker
 from shared.events import new_event, topic_name
 from shared.events.models import CpcPublished
 from tests.support.kafka import TopicReader
@@ -227,9 +228,13 @@ async def test_each_rule_flags_its_case_and_nothing_else(
                 }
 
             await reader.read_until(lambda _: expected <= flagged(), timeout=60)
-            worker = stack.monitor_app.state.worker
+            worker: MonitorWorker = stack.monitor_app.state.worker
+
+            async def pending(n: int) -> bool:
+                return await worker.pending_items() == n
+
             await eventually(
-                lambda: len(list(worker.pending.items())) == 2,
+                lambda: pending(2),
                 timeout=30,
                 what="the two unknown references wait for their grace period",
             )
@@ -241,9 +246,7 @@ async def test_each_rule_flags_its_case_and_nothing_else(
                 ("CHECKPOINT_UNKNOWN", uids["checkpoint"]),
             }
             await reader.read_until(lambda _: expected <= flagged(), timeout=60)
-            await eventually(
-                lambda: not list(worker.pending.items()), timeout=30, what="nothing left pending"
-            )
+            await eventually(lambda: pending(0), timeout=30, what="nothing left pending")
             assert flagged() == expected
 
             missing = permit("mx", cna_id, pic_holders=[h1])

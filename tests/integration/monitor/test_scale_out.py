@@ -31,40 +31,20 @@ async def test_two_workers_give_the_same_results_as_one(
 
     one = "t1w-" + tmp_path.name[-8:] + "."
     await workload.produce(kafka_bootstrap, one, seed=1)
-    async with running_monitor(
-        kafka=kafka_bootstrap, prefix=one, db=await db_url("m1"), tmp=tmp_path / "one", **FAST
-    ):
+    async with running_monitor(kafka=kafka_bootstrap, prefix=one, db=await db_url("m1"), **FAST):
         single = await _converge(kafka_bootstrap, one, expected)
 
     two = "t2w-" + tmp_path.name[-8:] + "."
     await workload.produce(kafka_bootstrap, two, seed=2)  # another arrival order
     shared_db = await db_url("m2")
     async with (
-        running_monitor(
-            kafka=kafka_bootstrap,
-            prefix=two,
-            db=shared_db,
-            tmp=tmp_path / "a",
-            instance="a",
-            **FAST,
-        ) as (_, app_a),
-        running_monitor(
-            kafka=kafka_bootstrap,
-            prefix=two,
-            db=shared_db,
-            tmp=tmp_path / "b",
-            instance="b",
-            **FAST,
-        ) as (_, app_b),
+        running_monitor(kafka=kafka_bootstrap, prefix=two, db=shared_db, **FAST) as (_, app_a),
+        running_monitor(kafka=kafka_bootstrap, prefix=two, db=shared_db, **FAST) as (_, app_b),
     ):
         pair = await _converge(kafka_bootstrap, two, expected)
-        work = f"{two}absch.monitor.work.v1"
-        owned = [
-            {tp.partition for tp in app.state.worker.app.consumer.assignment() if tp.topic == work}
-            for app in (app_a, app_b)
-        ]
-    assert owned[0], f"worker a holds work partitions: {owned}"
-    assert owned[1], f"worker b holds work partitions: {owned}"
+        owned = [app.state.checking.assignment() for app in (app_a, app_b)]
+    assert owned[0], f"worker a holds input partitions: {owned}"
+    assert owned[1], f"worker b holds input partitions: {owned}"
     assert not owned[0] & owned[1]
     assert active_findings(single.events) == active_findings(pair.events) == expected
 
@@ -105,22 +85,18 @@ async def test_a_restarted_worker_rebuilds_its_state_and_does_not_re_raise(
     first = workload.expected()
     await workload.produce(kafka_bootstrap, prefix)
     db = await db_url("monitor")
-    async with running_monitor(
-        kafka=kafka_bootstrap, prefix=prefix, db=db, tmp=tmp_path / "first", **FAST
-    ):
+    async with running_monitor(kafka=kafka_bootstrap, prefix=prefix, db=db, **FAST):
         await _converge(kafka_bootstrap, prefix, first)
 
     live = [i for i, s in workload.irccs.items() if not s.revoked][:5]
     later = _revoke(workload, live)
     final = later.expected()
     assert final != first
-    async with running_monitor(
-        kafka=kafka_bootstrap, prefix=prefix, db=db, tmp=tmp_path / "second", **FAST
-    ):
+    async with running_monitor(kafka=kafka_bootstrap, prefix=prefix, db=db, **FAST):
         await later.produce(kafka_bootstrap, prefix)
         reader = await _converge(kafka_bootstrap, prefix, final)
     flags = Counter(e.data.id for e in reader.events if e.type == "discrepancy.flagged")
-    # Re-evaluating old CPCs needed the citations restored from the changelog; findings
-    # that held before the restart were not raised a second time.
+    # Re-evaluating old CPCs needed the stored citations; findings that held before the
+    # restart were not raised a second time.
     assert {fid for fid, n in flags.items() if n > 1} == set()
     assert final - first, "the revocations raised new findings for old communiqués"

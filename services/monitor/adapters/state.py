@@ -1,0 +1,188 @@
+"""The monitor's checking state in its database: IRCCs, citations, CPCs, findings.
+
+Every evaluation runs in one transaction that first locks what it reads: the cited IRCCs'
+rows (or the CPC's row), so two workers sharing a database never evaluate the same IRCC
+at once, and a CPC citing an IRCC that is being revoked is seen by one of the two
+transactions. On PostgreSQL the lock is ``SELECT … FOR UPDATE`` (in identifier order, so
+no deadlock); on SQLite the first statement is a write, which takes the database's write
+lock before anything is read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.monitor import evaluation as ev
+from services.monitor.adapters.tables import (
+    CitationRow,
+    CpcCheckpointRow,
+    CpcRow,
+    FindingsRow,
+    IrccStateRow,
+)
+from services.monitor.domain import IrccState
+
+
+def _insert(session: AsyncSession, table: Any) -> Any:
+    return (pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)(table)
+
+
+def _aware(when: datetime) -> datetime:
+    return when if when.tzinfo else when.replace(tzinfo=UTC)  # SQLite hands back naive UTC
+
+
+async def lock_irccs(session: AsyncSession, identifiers: Iterable[str]) -> dict[str, IrccState]:
+    """Lock the rows of these IRCCs (creating empty ones) and return the known states."""
+    idents = sorted(set(identifiers))
+    if not idents:
+        return {}
+    await session.execute(
+        _insert(session, IrccStateRow)
+        .values([{"identifier": i, "state": None} for i in idents])
+        .on_conflict_do_nothing(index_elements=["identifier"])
+    )
+    rows = await session.execute(
+        select(IrccStateRow.identifier, IrccStateRow.state)
+        .where(IrccStateRow.identifier.in_(idents))
+        .order_by(IrccStateRow.identifier)
+        .with_for_update()
+    )
+    return {ident: ev.state_from_json(state) for ident, state in rows if state}
+
+
+async def save_ircc(session: AsyncSession, state: IrccState) -> None:
+    """Store a (locked) IRCC's state."""
+    await session.execute(
+        update(IrccStateRow)
+        .where(IrccStateRow.identifier == state.identifier)
+        .values(state=ev.state_to_json(state))
+    )
+
+
+async def lock_cpc(session: AsyncSession, cpc_uid: str) -> dict[str, Any] | None:
+    """Lock a stored CPC's row; returns its ``{cpc_uid, cpc, received_at}`` or None."""
+    await session.execute(
+        update(CpcRow).where(CpcRow.cpc_uid == cpc_uid).values(cpc_uid=CpcRow.cpc_uid)
+    )
+    row = await session.get(CpcRow, cpc_uid, with_for_update=True)
+    if row is None:
+        return None
+    return {"cpc_uid": row.cpc_uid, "cpc": row.cpc, "received_at": _aware(row.received_at)}
+
+
+async def put_cpc(
+    session: AsyncSession, cpc_uid: str, record: dict[str, Any], received_at: datetime
+) -> None:
+    """Store a CPC and the checkpoints it cites (a redelivery changes nothing)."""
+    await session.execute(
+        _insert(session, CpcRow)
+        .values(cpc_uid=cpc_uid, cpc=record, received_at=received_at)
+        .on_conflict_do_nothing(index_elements=["cpc_uid"])
+    )
+    cited = {
+        (r.get("identifier") or "").split("@", 1)[0] for r in record.get("absCheckpoints") or []
+    } - {""}
+    if cited:
+        await session.execute(
+            _insert(session, CpcCheckpointRow)
+            .values([{"checkpoint": c, "cpc_uid": cpc_uid} for c in sorted(cited)])
+            .on_conflict_do_nothing(index_elements=["checkpoint", "cpc_uid"])
+        )
+
+
+async def put_citation(session: AsyncSession, ircc: str, citation: ev.Citation) -> None:
+    """Store one citation of a (locked) IRCC."""
+    await session.execute(
+        _insert(session, CitationRow)
+        .values(
+            ircc=ircc,
+            cpc_uid=citation.cpc_uid,
+            cpc=citation.cpc,
+            reference=citation.reference,
+            received_at=citation.received_at,
+        )
+        .on_conflict_do_nothing(index_elements=["ircc", "cpc_uid"])
+    )
+
+
+async def citations_of(
+    session: AsyncSession, ircc: str, cpc_uid: str | None = None
+) -> list[ev.Citation]:
+    """The stored citations of an IRCC (or the one by ``cpc_uid``), oldest CPC uid first."""
+    query = select(CitationRow).where(CitationRow.ircc == ircc).order_by(CitationRow.cpc_uid)
+    if cpc_uid is not None:
+        query = query.where(CitationRow.cpc_uid == cpc_uid)
+    return [
+        ev.Citation(r.cpc_uid, r.cpc, r.reference, _aware(r.received_at))
+        for r in await session.scalars(query)
+    ]
+
+
+async def cpcs_citing_checkpoint(session: AsyncSession, checkpoint: str) -> list[str]:
+    """UIDs of the stored CPCs that cite a checkpoint."""
+    rows = await session.scalars(
+        select(CpcCheckpointRow.cpc_uid).where(CpcCheckpointRow.checkpoint == checkpoint)
+    )
+    return list(rows)
+
+
+async def findings_of(session: AsyncSession, item: str) -> FindingsRow | None:
+    """The findings row of an item (under the caller's lock)."""
+    return await session.get(FindingsRow, item)
+
+
+def save_findings(
+    session: AsyncSession,
+    item: str,
+    row: FindingsRow | None,
+    stored: dict[str, Any] | None,
+    due: datetime | None,
+) -> None:
+    """Record new findings (``stored`` None: unchanged) and the due time of an item."""
+    if row is None:
+        if stored is None and due is None:
+            return
+        session.add(FindingsRow(item=item, stored=stored or {}, due_at=due))
+        return
+    if stored is not None:
+        row.stored = stored
+    row.due_at = due
+
+
+async def due_items(session: AsyncSession, now: datetime, limit: int = 500) -> Sequence[str]:
+    """Items whose grace period for an unknown reference has run out."""
+    rows = await session.scalars(
+        select(FindingsRow.item)
+        .where(FindingsRow.due_at.is_not(None), FindingsRow.due_at <= now)
+        .order_by(FindingsRow.due_at)
+        .limit(limit)
+    )
+    return list(rows)
+
+
+async def pending_count(session: AsyncSession) -> int:
+    """How many items wait for a grace period."""
+    n = await session.scalar(
+        select(func.count()).select_from(FindingsRow).where(FindingsRow.due_at.is_not(None))
+    )
+    return int(n or 0)
+
+
+async def sizes(session: AsyncSession) -> dict[str, int]:
+    """Rows per state table, for the ``monitor_table_keys`` gauge."""
+    out: dict[str, int] = {}
+    for name, table in (
+        ("irccs", IrccStateRow),
+        ("citations", CitationRow),
+        ("cpcs", CpcRow),
+        ("findings", FindingsRow),
+    ):
+        out[name] = int(await session.scalar(select(func.count()).select_from(table)) or 0)
+    return out
