@@ -40,12 +40,15 @@ class MonitorMetrics:
         )
         self.check_seconds = Histogram(
             "monitor_check_seconds",
-            "Time to evaluate one work item",
+            "Time of one checking transaction (an event or a recheck)",
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.table_keys = Gauge(
-            "monitor_table_keys", "Keys held locally, by table", ["table"], registry=registry
+            "monitor_table_keys",
+            "Rows in the checking state, by table",
+            ["table"],
+            registry=registry,
         )
         self.work_errors = Counter(
             "monitor_work_errors_total", "Work items that failed to evaluate", registry=registry

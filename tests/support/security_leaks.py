@@ -98,7 +98,7 @@ class KafkaTap:
         return self
 
     async def refresh_topics(self) -> None:
-        """Pick up topics created since (DLQs, faust's own topics)."""
+        """Pick up topics created since (DLQs and any other topic a service made)."""
         topics = sorted(t for t in await self._consumer.topics() if t.startswith(self.prefix))
         partitions = [
             TopicPartition(topic, p)
