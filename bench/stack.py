@@ -103,7 +103,6 @@ class Stack:
                 "LOG_FORMAT": "json",
                 "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
                 "JWT_PRIVATE_KEY_PATH": str(self.state / "keys" / "registry-ed25519.pem"),
-                "MONITOR_DATA_DIR": str(self.state / "monitor"),
                 "PYTHONUNBUFFERED": "1",
             }
         )

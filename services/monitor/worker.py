@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -170,7 +170,7 @@ class MonitorWorker:
             return await store.pending_count(session)
 
     @contextlib.asynccontextmanager
-    async def _transaction(self) -> Any:
+    async def _transaction(self) -> AsyncIterator[tuple[AsyncSession, list[tuple[str, str]]]]:
         """A session in a transaction; counters move and the relay wakes after commit."""
         start = time.perf_counter()
         out: list[tuple[str, str]] = []  # (flagged|cleared, rule)

@@ -68,10 +68,11 @@ async def save_ircc(session: AsyncSession, state: IrccState) -> None:
 
 async def lock_cpc(session: AsyncSession, cpc_uid: str) -> dict[str, Any] | None:
     """Lock a stored CPC's row; returns its ``{cpc_uid, cpc, received_at}`` or None."""
+    # The no-op update row-locks on PostgreSQL and takes the write lock on SQLite.
     await session.execute(
         update(CpcRow).where(CpcRow.cpc_uid == cpc_uid).values(cpc_uid=CpcRow.cpc_uid)
     )
-    row = await session.get(CpcRow, cpc_uid, with_for_update=True)
+    row = await session.get(CpcRow, cpc_uid)
     if row is None:
         return None
     return {"cpc_uid": row.cpc_uid, "cpc": row.cpc, "received_at": _aware(row.received_at)}
