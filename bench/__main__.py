@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import os
 import platform
-import shutil
 import sys
 import time
 import traceback
@@ -23,7 +22,7 @@ from bench.session import Session
 
 Bench = Callable[[Session], Awaitable[Outcome]]
 # Benchmarks that measure as soon as they start; pipeline and intake wait before each of
-# their own phases, rss reuses the pipeline's samples and state measures memory.
+# their own phases, rss reuses the pipeline's samples and state measures a database.
 GATED = {"raw", "rules", "notifier"}
 # Order matters: pipeline before rss (reuses its samples) and before intake (which stops
 # the notifier and the monitor of the shared stack).
@@ -31,7 +30,7 @@ BENCHMARKS: dict[str, tuple[Bench, str]] = {
     "raw": (b_raw.run, "aiokafka produce -> consume round trip, 1 KB JSON"),
     "rules": (b_rules.run, "monitor rule evaluation (pure, one core)"),
     "notifier": (b_notifier.run, "SmtpMailer -> SmtpSink over one connection"),
-    "state": (b_state.run, "monitor per-IRCC state size, 1,000,000 IRCCs"),
+    "state": (b_state.run, "monitor_irccs table with 1,000,000 IRCCs (SQLite, PostgreSQL)"),
     "pipeline": (b_pipeline.run, "HTTP CPC -> verdict + mails, max rate and 25/50/100% levels"),
     "rss": (b_rss.run, "RSS of each service and the broker, idle and under load"),
     "intake": (b_intake.run, "POST /v1/communiques vs a bare FastAPI endpoint"),
@@ -96,7 +95,8 @@ def summary(outcomes: dict[str, Outcome], session: Session) -> Table:
     state = outcomes.get("state")
     if state and state.data:
         t.add("IRCC state JSON bytes (mix)", state.data.get("mix_json_bytes"), "state")
-        t.add("1M IRCC states, JSON, GiB (extrapolated)", state.data.get("json_1m_gib"), "state")
+        for db, r in (state.data.get("built") or {}).items():
+            t.add(f"{r['n']:,} IRCC states on disk, {db}, GiB", r["size"]["total"] / 2**30, "state")
     return t
 
 
@@ -176,7 +176,8 @@ async def main_async(args: argparse.Namespace) -> int:
     write_json(VAR / "results.json", results)
     progress(f"all done in {results['seconds']:.0f}s; results in {VAR / 'results.json'}")
     if not args.keep_state and session.state.exists():
-        shutil.rmtree(session.state / "monitor", ignore_errors=True)
+        for db in session.state.glob("*.db*"):
+            db.unlink(missing_ok=True)
     return 1 if any(o.error for o in outcomes.values()) else 0
 
 
@@ -208,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         choices=["envelope-cache", "batch-commit"],
         help="what-if patch applied in memory to the service processes (bench/patches)",
     )
-    parser.add_argument("--keep-state", action="store_true", help="keep faust data dirs")
+    parser.add_argument(
+        "--keep-state", action="store_true", help="keep the services' SQLite files of the run"
+    )
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     args = parser.parse_args(argv)
     if args.list:

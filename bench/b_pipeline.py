@@ -596,8 +596,7 @@ def stage_table(data: dict[str, Any]) -> Table:
         "<topic> ms = absch_event_handle_seconds mean (consume -> deliveries committed); "
         "monitor item ms = monitor_check_seconds mean; maxima of gauges sampled every second",
         "a growing 'pending mails' with a flat consumer lag means the delivery worker (one "
-        "mail at a time) is the stage that limits; the monitor's lag includes its tables' "
-        "changelog partitions, which faust reads only during recovery",
+        "mail at a time) is the stage that limits",
     ]
     return t
 

@@ -1,47 +1,42 @@
-"""state: the monitor's per-IRCC table value (``irccs`` table) at 1,000,000 IRCCs.
+"""state: the monitor's IRCC table (``monitor_irccs``) with 1,000,000 IRCCs, for real.
 
-Measured: the value the worker stores per IRCC is ``evaluation.state_to_json(IrccState)``;
-faust's ``json`` codec turns it into the changelog message. States are folded with
+The value stored per IRCC is ``evaluation.state_to_json(IrccState)``, folded with
 ``domain.apply_ircc_event`` from IRCC records shaped like the ABSCH documentation example
 (``bench.b_rules.ircc_record``) for four kinds: valid (1 revision), amended (2), revoked (2,
-the second revoking), expired (1); the mix is 75/15/10 % (1, 2, 2 revisions).
+the second revoking), expired (1); the table gets a 75/15/10 % mix (1, 2, 2 revisions).
 
-Built for real, each in a fresh subprocess whose RSS growth is reported:
-- ``dict``: what the faust memory store keeps (the decoded JSON object per key, as after a
-  changelog recovery), distinct objects; built at 100,000 (20,000 with --quick) and
-  extrapolated, since 1M needs more than 12 GiB and minutes of building;
-- ``bytes``: a compact alternative, one compact-JSON ``bytes`` value per key, built at the
-  full 1,000,000 (100,000 with --quick).
+Rows are inserted through the monitor's own table and engine (SQLAlchemy, the JSON column
+the worker writes) into a fresh SQLite file and, when ``BENCH_PG_URL`` or
+``DATABASE_URL_TEST_PG`` names a PostgreSQL server, into a scratch database created and
+dropped there. Reported: bytes on disk (SQLite file after a WAL checkpoint; PostgreSQL
+table + TOAST + index), build rate, and the worker's read path (``adapters.state
+.lock_irccs`` in its own transaction, random identifiers) at 1 % of the rows and at all of
+them. The monitor keeps none of this in memory; its RSS is in the ``rss`` benchmark.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import gc
 import json
 import os
 import random
-import sys
+import statistics
 import time
-import zlib
+import uuid
+from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, Outcome, Table, mib, progress, rss_bytes
+from sqlalchemy import insert, text
+from sqlalchemy.engine import make_url
+
+from bench.common import VAR, Outcome, Table, mib, progress
+from services.monitor.adapters import state as store
+from services.monitor.adapters.tables import Base, IrccStateRow
+from shared.db import create_engine, create_schema, session_factory
 
 TARGET = 1_000_000
 PLACEHOLDER = "CB51626B-CF45-2AA0-3A24-000000000001"
 KINDS = {"valid": 0.75, "amended": 0.15, "revoked": 0.10}
-
-
-def _codec_dumps(value: Any) -> bytes:
-    """faust's json codec (what goes to the changelog), or json.dumps if faust moved it."""
-    try:
-        from faust.serializers import codecs
-
-        return bytes(codecs.get_codec("json").dumps(value))
-    except Exception:  # pragma: no cover - faust internals changed
-        return json.dumps(value).encode()
+BATCH = 5_000
 
 
 def state_values() -> dict[str, dict[str, Any]]:
@@ -81,152 +76,192 @@ def _mix_kind(i: int) -> str:
     return "valid" if r < 0.75 else ("amended" if r < 0.90 else "revoked")
 
 
-def worker(form: str, n: int) -> dict[str, Any]:
-    """Build n distinct table values in this process; report RSS growth."""
-    values = state_values()
-    templates = {k: json.dumps(values[k], separators=(",", ":")).encode() for k in KINDS}
-    gc.collect()
-    before = rss_bytes(os.getpid()) or 0
-    t0 = time.perf_counter()
-    table: dict[str, Any] = {}
-    partitions: dict[str, int] = {}
-    for i in range(n):
-        ident = f"CB51626B-CF45-2AA0-3A24-{i:012d}"
-        raw = templates[_mix_kind(i)].replace(PLACEHOLDER.encode(), ident.encode())
-        table[ident] = json.loads(raw) if form == "dict" else raw
-        if form == "dict":
-            partitions[ident] = i % 4  # faust's memory store keeps key -> partition too
-    seconds = time.perf_counter() - t0
-    g0 = time.perf_counter()
-    gc.collect()
-    gc_seconds = time.perf_counter() - g0
-    after = rss_bytes(os.getpid()) or 0
+def remove_sqlite(file: Path) -> None:
+    """Delete a SQLite database and its WAL files."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{file}{suffix}").unlink(missing_ok=True)
+
+
+def _file_size(file: Path) -> int:
+    return file.stat().st_size
+
+
+def _ident(i: int) -> str:
+    return f"CB51626B-CF45-2AA0-3A24-{i:012d}"
+
+
+async def _lookups(sessions: Any, n_rows: int, count: int) -> dict[str, float]:
+    """``lock_irccs`` of one random stored IRCC per transaction, as the worker does."""
+    rng = random.Random(n_rows)
+    times = []
+    for _ in range(count):
+        ident = _ident(rng.randrange(n_rows))
+        t0 = time.perf_counter()
+        async with sessions() as session, session.begin():
+            found = await store.lock_irccs(session, [ident])
+        times.append(time.perf_counter() - t0)
+        assert ident in found, ident
+    times.sort()
     return {
-        "form": form,
-        "n": n,
-        "rss_growth": after - before,
-        "seconds": seconds,
-        "gc_seconds": gc_seconds,
+        "per_s": count / sum(times),
+        "p50_ms": 1000 * statistics.median(times),
+        "p99_ms": 1000 * times[int(0.99 * (len(times) - 1))],
     }
 
 
-async def _spawn(form: str, n: int) -> dict[str, Any]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench.b_state",
-        "--worker",
-        form,
-        str(n),
-        stdout=asyncio.subprocess.PIPE,
-        cwd=str(ROOT),
-    )
-    out, _ = await proc.communicate()
-    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+async def _size(engine: Any, sqlite_file: Path | None) -> dict[str, int]:
+    async with engine.connect() as conn:
+        if sqlite_file is not None:
+            await conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+            return {"total": _file_size(sqlite_file)}
+        row = (
+            await conn.execute(
+                text(
+                    "SELECT pg_relation_size('monitor_irccs'), "
+                    "pg_total_relation_size('monitor_irccs') - pg_relation_size('monitor_irccs')"
+                    " - pg_indexes_size('monitor_irccs'), pg_indexes_size('monitor_irccs'), "
+                    "pg_total_relation_size('monitor_irccs')"
+                )
+            )
+        ).one()
+        return {"heap": row[0], "toast": row[1], "index": row[2], "total": row[3]}
+
+
+async def build(url: str, n: int, sqlite_file: Path | None, lookups: int) -> dict[str, Any]:
+    """Fill ``monitor_irccs`` with n IRCC states; sizes and lookups at 1 % and at n."""
+    engine = create_engine(url)
+    sessions = session_factory(engine)
+    await create_schema(engine, Base.metadata)
+    templates = {k: json.dumps(v) for k, v in state_values().items()}
+    early = max(n // 100, BATCH)
+    result: dict[str, Any] = {"n": n}
+    build_s = 0.0
+    try:
+        for start in range(0, n, BATCH):
+            rows = [
+                {
+                    "identifier": _ident(i),
+                    "state": json.loads(templates[_mix_kind(i)].replace(PLACEHOLDER, _ident(i))),
+                }
+                for i in range(start, min(start + BATCH, n))
+            ]
+            t0 = time.perf_counter()
+            async with engine.begin() as conn:
+                await conn.execute(insert(IrccStateRow), rows)
+            build_s += time.perf_counter() - t0
+            done = start + len(rows)
+            if done == early:
+                result["early"] = {"n": done, **await _lookups(sessions, done, lookups)}
+            if done % 100_000 == 0 or done == n:
+                progress(f"state: {done:,}/{n:,} rows ({done / build_s:,.0f} rows/s)")
+        result["build_s"] = build_s
+        result["full"] = {"n": n, **await _lookups(sessions, n, lookups)}
+        result["size"] = await _size(engine, sqlite_file)
+    finally:
+        await engine.dispose()
     return result
+
+
+async def _admin(base_url: str, statement: str) -> None:
+    engine = create_engine(base_url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+async def scratch_pg(base_url: str) -> tuple[str, str]:
+    """A fresh database on the server ``base_url`` names: (its URL, its name)."""
+    name = f"absch_bench_{uuid.uuid4().hex[:8]}"
+    await _admin(base_url, f'CREATE DATABASE "{name}"')
+    return make_url(base_url).set(database=name).render_as_string(hide_password=False), name
+
+
+async def drop_pg(base_url: str, name: str) -> None:
+    """Drop a database made by :func:`scratch_pg`."""
+    await _admin(base_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def run(session: Any) -> Outcome:
     values = state_values()
-    sizes = {k: len(_codec_dumps(v)) for k, v in values.items()}
-    compact = {k: len(json.dumps(v, separators=(",", ":")).encode()) for k, v in values.items()}
-    zipped = {
-        k: len(zlib.compress(json.dumps(v, separators=(",", ":")).encode(), 6))
-        for k, v in values.items()
-    }
-    mix = sum(sizes[k] * w for k, w in KINDS.items())
-    mix_compact = sum(compact[k] * w for k, w in KINDS.items())
-    mix_zip = sum(zipped[k] * w for k, w in KINDS.items())
+    stored = {k: len(json.dumps(v).encode()) for k, v in values.items()}
     t = Table(
-        "state: one IRCC's value in the monitor's irccs table (state_to_json)",
-        ["IRCC kind", "revisions", "faust json codec bytes", "compact JSON bytes", "zlib bytes"],
+        "state: one IRCC's value in monitor_irccs (state_to_json, as the JSON column stores it)",
+        ["IRCC kind", "revisions", "JSON bytes"],
     )
     for k in ("valid", "amended", "revoked", "expired"):
-        revs = len(values[k]["revisions"])
-        t.add(k, revs, sizes[k], compact[k], zipped[k])
-    t.add("mix 75/15/10", None, mix, mix_compact, mix_zip)
-    t.notes.append("measured: serialised bytes of one value per kind (the changelog message)")
+        t.add(k, len(values[k]["revisions"]), stored[k])
+    mix = sum(stored[k] * w for k, w in KINDS.items())
+    t.add("mix 75/15/10", None, mix)
 
-    # The dict form costs ~13 KB and ~0.1 ms per IRCC (json.loads plus the cyclic GC walking
-    # ever more objects): 1M would need >12 GiB and minutes, so it is built at 100k and
-    # extrapolated; the compact bytes form is built at the full 1M.
-    plan = (
-        {"dict": 20_000, "bytes": 100_000} if session.quick else {"dict": 100_000, "bytes": TARGET}
-    )
-    built = []
-    for form, n in plan.items():
-        progress(f"state: building {n:,} table values as {form} in a subprocess")
-        built.append(await _spawn(form, n))
+    n = 20_000 if session.quick else TARGET
+    count = 200 if session.quick else 2_000
+    folder = VAR / "state"
+    folder.mkdir(parents=True, exist_ok=True)
+    sqlite_file = folder / "monitor-irccs.db"
+    remove_sqlite(sqlite_file)
+    built: list[tuple[str, dict[str, Any]]] = []
+    progress(f"state: {n:,} IRCCs into SQLite")
+    try:
+        built.append(
+            ("SQLite", await build(f"sqlite+aiosqlite:///{sqlite_file}", n, sqlite_file, count))
+        )
+    finally:
+        remove_sqlite(sqlite_file)
+    pg = os.environ.get("BENCH_PG_URL") or os.environ.get("DATABASE_URL_TEST_PG")
+    if pg:
+        progress(f"state: {n:,} IRCCs into PostgreSQL (scratch database)")
+        url, name = await scratch_pg(pg)
+        try:
+            built.append(("PostgreSQL", await build(url, n, None, count)))
+        finally:
+            await drop_pg(pg, name)
+
     b = Table(
-        f"state: {TARGET:,} IRCCs in memory",
+        f"state: monitor_irccs with {n:,} IRCCs, built through the monitor's table",
         [
-            "form",
-            "built",
-            "RSS growth MiB",
+            "database",
+            "rows",
+            "on disk MiB",
             "bytes per IRCC",
-            f"{TARGET:,} IRCCs GiB",
-            "how",
-            "build s",
-            "full GC s",
+            "rows/s built",
+            f"lock_irccs/s @{n // 100:,}",
+            f"lock_irccs/s @{n:,}",
+            "p50 ms",
+            "p99 ms",
         ],
     )
-    data: dict[str, Any] = {
-        "json_bytes": sizes,
-        "compact_bytes": compact,
-        "zlib_bytes": zipped,
-        "mix_json_bytes": mix,
-        "json_1m_gib": mix * TARGET / 2**30,
-        "built": built,
-    }
-    b.add(
-        "changelog / RocksDB value (faust json)",
-        None,
-        None,
-        mix,
-        mix * TARGET / 2**30,
-        "extrapolated from one value per kind",
-        None,
-        None,
-    )
-    for r in built:
-        per = r["rss_growth"] / r["n"]
-        how = "measured" if r["n"] == TARGET else f"extrapolated from {r['n']:,}"
-        label = {
-            "dict": "faust memory store (decoded dict per key)",
-            "bytes": "compact JSON bytes per key",
-        }[r["form"]]
+    data: dict[str, Any] = {"json_bytes": stored, "mix_json_bytes": mix, "built": {}}
+    for label, r in built:
+        size = r["size"]["total"]
+        early = r.get("early") or r["full"]
         b.add(
             label,
             r["n"],
-            mib(r["rss_growth"]),
-            per,
-            per * TARGET / 2**30,
-            how,
-            r["seconds"],
-            r["gc_seconds"],
+            mib(size),
+            size / r["n"],
+            r["n"] / r["build_s"],
+            early["per_s"],
+            r["full"]["per_s"],
+            r["full"]["p50_ms"],
+            r["full"]["p99_ms"],
         )
-        data[f"{r['form']}_per_ircc"] = per
-        data[f"{r['form']}_1m_gib"] = per * TARGET / 2**30
+        data["built"][label] = r
+    if not pg:
+        b.notes.append("PostgreSQL skipped: set BENCH_PG_URL (or DATABASE_URL_TEST_PG)")
+    for label, r in built:
+        if label == "PostgreSQL":
+            s = r["size"]
+            b.notes.append(
+                f"PostgreSQL: heap {mib(s['heap']):.0f} MiB, TOAST {mib(s['toast']):.0f} MiB "
+                f"(values over ~2 KB are compressed there), index {mib(s['index']):.0f} MiB"
+            )
     b.notes += [
-        "RSS growth = VmRSS after - before building, in a fresh process; includes dict "
-        "overhead of the table (and, for dict, faust's key -> partition map); full GC s = one "
-        "gc.collect() over the built table (a pause the monitor's loop would see)",
-        "not included: the citations table (one entry per citing CPC, with its body), findings, "
-        "due keys, and the broker's copy of every changelog write (memory storage, no "
-        "compaction)",
+        f"lock_irccs = INSERT … ON CONFLICT DO NOTHING + SELECT … FOR UPDATE of one random "
+        f"stored IRCC in its own transaction (the worker's read of an IRCC), {count:,} times, "
+        "one connection; p50/p99 at the full table",
+        "not included: citations (one row per cited IRCC per CPC, with the CPC body), CPCs, "
+        "findings; the monitor process keeps none of the state in memory",
     ]
     return Outcome("state", [t, b], data)
-
-
-def _main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--worker", nargs=2, metavar=("FORM", "N"))
-    args = parser.parse_args()
-    if args.worker:
-        form, n = args.worker[0], int(args.worker[1])
-        sys.stdout.write(json.dumps(worker(form, n)) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main())

@@ -31,8 +31,6 @@ PACKAGES = [
     ("aiosqlite", "aiosqlite (thread hand-off)"),
     ("sqlite3", "sqlite3"),
     ("pydantic", "pydantic"),
-    ("faust", "faust/mode"),
-    ("mode/", "faust/mode"),
     ("aiokafka", "aiokafka"),
     ("kafka/", "aiokafka"),
     ("starlette", "starlette/fastapi"),

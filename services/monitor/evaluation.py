@@ -1,9 +1,9 @@
-"""Evaluating one work key (an IRCC, or a CPC's own checks) and turning results into events.
+"""Evaluating one item (a citation of an IRCC, or a CPC's own checks) into events.
 
-Work is keyed so that everything one evaluation needs sits in one partition: an IRCC's
-state with every citation of it (the per-IRCC rules), or a CPC with the checkpoint view
-(``CHECKPOINT_UNKNOWN``, ``NO_EVIDENCE``). Event ids are derived from the finding id and
-a generation counter, so re-processing after a crash re-emits the *same* events.
+A citation is checked against its IRCC's state (the per-IRCC rules); a CPC's own checks
+use the checkpoint view (``CHECKPOINT_UNKNOWN``, ``NO_EVIDENCE``). Event ids are derived
+from the finding id and a generation counter, so re-processing after a crash re-emits the
+*same* events.
 """
 
 from __future__ import annotations
@@ -33,11 +33,6 @@ def split_citation_key(key: str) -> tuple[str, str]:
     """Inverse of :func:`citation_key`."""
     ircc, _, cpc_uid = key.partition("|")
     return ircc, cpc_uid
-
-
-def partition_key(item: str) -> str:
-    """The work-topic key (hence partition) an item lives under."""
-    return item if item.startswith(CPC_KEY_PREFIX) else split_citation_key(item)[0]
 
 
 def state_to_json(state: IrccState) -> dict[str, Any]:
