@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.monitor import evaluation as ev
 from services.monitor.adapters import state as store
-from services.monitor.adapters.tables import OutboxRow
+from services.monitor.adapters.tables import FindingsRow, OutboxRow
 from services.monitor.directory import CheckpointView
 from services.monitor.domain import Finding, apply_ircc_event
 from services.monitor.metrics import MonitorMetrics
@@ -103,33 +103,43 @@ class MonitorWorker:
             state = apply_ircc_event(known.get(ident), event_type, data.model_dump(mode="json"))
             await store.save_ircc(session, state)
             now = self.clock()
-            for citation in await store.citations_of(session, ident):
+            citations = await store.citations_of(session, ident)
+            keys = [ev.citation_key(ident, c.cpc_uid) for c in citations]
+            rows = await store.findings_of(session, keys)
+            for key, citation in zip(keys, citations, strict=True):
                 findings, due = ev.citation_findings(citation, state, now=now, grace=self.grace)
-                await self._apply(
-                    session, out, ev.citation_key(ident, citation.cpc_uid), findings, due
-                )
+                self._apply(session, out, key, rows.get(key), findings, due)
 
     async def _on_cpc(self, data: CpcPublished, received_at: datetime) -> None:
         cited = cited_irccs(data.record)
         async with self._transaction() as (session, out):
             states = await store.lock_irccs(session, cited)
+            citations = {
+                ident: ev.Citation(data.uid, data.record, reference, received_at)
+                for ident, reference in cited.items()
+            }
+            keys = {ident: ev.citation_key(ident, data.uid) for ident in cited}
+            # Writes first: on SQLite they take the write lock before anything is read.
             await store.put_cpc(session, data.uid, data.record, received_at)
+            await store.put_citations(session, citations)
+            rows = await store.findings_of(session, [*keys.values(), ev.CPC_KEY_PREFIX + data.uid])
             now = self.clock()
-            for ident, reference in cited.items():
-                citation = ev.Citation(data.uid, data.record, reference, received_at)
-                await store.put_citation(session, ident, citation)
+            for ident, citation in citations.items():
                 self.metrics.citations_checked.inc()
                 findings, due = ev.citation_findings(
                     citation, states.get(ident), now=now, grace=self.grace
                 )
-                await self._apply(session, out, ev.citation_key(ident, data.uid), findings, due)
+                self._apply(session, out, keys[ident], rows.get(keys[ident]), findings, due)
             self.metrics.cpcs_checked.inc()
-            await self._evaluate_cpc(
-                session, out, {"cpc_uid": data.uid, "cpc": data.record, "received_at": received_at}
-            )
+            cpc = {"cpc_uid": data.uid, "cpc": data.record, "received_at": received_at}
+            self._evaluate_cpc(session, out, cpc, rows.get(ev.CPC_KEY_PREFIX + data.uid))
 
-    async def _evaluate_cpc(
-        self, session: AsyncSession, out: list[tuple[str, str]], cpc: dict[str, Any]
+    def _evaluate_cpc(
+        self,
+        session: AsyncSession,
+        out: list[tuple[str, str]],
+        cpc: dict[str, Any],
+        row: FindingsRow | None,
     ) -> None:
         findings, due = ev.cpc_findings(
             cpc["cpc_uid"],
@@ -139,7 +149,7 @@ class MonitorWorker:
             now=self.clock(),
             grace=self.grace,
         )
-        await self._apply(session, out, ev.CPC_KEY_PREFIX + cpc["cpc_uid"], findings, due)
+        self._apply(session, out, ev.CPC_KEY_PREFIX + cpc["cpc_uid"], row, findings, due)
 
     async def recheck(self, item: str) -> None:
         """Evaluate one stored item (a citation or a CPC) again, under its lock."""
@@ -147,15 +157,17 @@ class MonitorWorker:
             if item.startswith(ev.CPC_KEY_PREFIX):
                 cpc = await store.lock_cpc(session, item.removeprefix(ev.CPC_KEY_PREFIX))
                 if cpc is not None:
-                    await self._evaluate_cpc(session, out, cpc)
+                    row = (await store.findings_of(session, [item])).get(item)
+                    self._evaluate_cpc(session, out, cpc, row)
                 return
             ident, cpc_uid = ev.split_citation_key(item)
             state = (await store.lock_irccs(session, [ident])).get(ident)
+            row = (await store.findings_of(session, [item])).get(item)
             for citation in await store.citations_of(session, ident, cpc_uid):
                 findings, due = ev.citation_findings(
                     citation, state, now=self.clock(), grace=self.grace
                 )
-                await self._apply(session, out, item, findings, due)
+                self._apply(session, out, item, row, findings, due)
 
     async def recheck_checkpoint(self, identifier: str) -> None:
         """A checkpoint changed: look again at the stored CPCs that cite it."""
@@ -182,15 +194,15 @@ class MonitorWorker:
             self._relay.wake()
         self.metrics.check_seconds.observe(time.perf_counter() - start)
 
-    async def _apply(
+    def _apply(
         self,
         session: AsyncSession,
         out: list[tuple[str, str]],
         item: str,
+        row: FindingsRow | None,
         findings: list[Finding],
         due: datetime | None,
     ) -> None:
-        row = await store.findings_of(session, item)
         change = ev.transition(row.stored if row else {}, findings)
         for event in change.events:
             stage(session, OutboxRow, self._topic, event, key=event.data.id)

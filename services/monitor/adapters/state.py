@@ -98,16 +98,23 @@ async def put_cpc(
         )
 
 
-async def put_citation(session: AsyncSession, ircc: str, citation: ev.Citation) -> None:
-    """Store one citation of a (locked) IRCC."""
+async def put_citations(session: AsyncSession, citations: dict[str, ev.Citation]) -> None:
+    """Store the citations of (locked) IRCCs, by IRCC identifier, in one statement."""
+    if not citations:
+        return
     await session.execute(
         _insert(session, CitationRow)
         .values(
-            ircc=ircc,
-            cpc_uid=citation.cpc_uid,
-            cpc=citation.cpc,
-            reference=citation.reference,
-            received_at=citation.received_at,
+            [
+                {
+                    "ircc": ircc,
+                    "cpc_uid": c.cpc_uid,
+                    "cpc": c.cpc,
+                    "reference": c.reference,
+                    "received_at": c.received_at,
+                }
+                for ircc, c in citations.items()
+            ]
         )
         .on_conflict_do_nothing(index_elements=["ircc", "cpc_uid"])
     )
@@ -134,9 +141,14 @@ async def cpcs_citing_checkpoint(session: AsyncSession, checkpoint: str) -> list
     return list(rows)
 
 
-async def findings_of(session: AsyncSession, item: str) -> FindingsRow | None:
-    """The findings row of an item (under the caller's lock)."""
-    return await session.get(FindingsRow, item)
+async def findings_of(session: AsyncSession, items: Iterable[str]) -> dict[str, FindingsRow]:
+    """The findings rows of these items (under the caller's lock), in one query."""
+    keys = list(items)
+    if not keys:
+        return {}
+    with session.no_autoflush:  # nothing staged yet concerns these rows
+        rows = await session.scalars(select(FindingsRow).where(FindingsRow.item.in_(keys)))
+    return {row.item: row for row in rows}
 
 
 def save_findings(
