@@ -6,7 +6,7 @@ reused connection, exactly as ``DeliveryWorker`` uses it. Messages are real
 ``cpc_published`` mails: rendered by ``services.notifier.rendering.render`` and built into MIME
 by ``services.notifier.delivery.to_message``. Rows:
 
-- send only: the same prebuilt ``EmailMessage`` again and again (SMTP + serialisation);
+- send only: the same prebuilt message again and again (SMTP + serialisation);
 - build + send: ``to_message`` for each mail, then send (the delivery worker's own work,
   without its database commit per mail);
 - render only: ``render`` per mail (done when the event is consumed, not when sending).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from email.message import EmailMessage
+from email.message import Message
 
 import aiosmtplib
 
@@ -48,7 +48,7 @@ class SmtpMailer:
             await client.login(self._username, self._password)
         return client
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: Message) -> None:
         """Send one message; classify any failure as temporary or permanent."""
         async with self._lock:
             try:
