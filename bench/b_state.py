@@ -255,7 +255,8 @@ async def run(session: Any) -> Outcome:
             s = r["size"]
             b.notes.append(
                 f"PostgreSQL: heap {mib(s['heap']):.0f} MiB, TOAST {mib(s['toast']):.0f} MiB "
-                f"(values over ~2 KB are compressed there), index {mib(s['index']):.0f} MiB"
+                f"(values over ~2 KB are first compressed in the row; TOAST takes what is still "
+                f"too large), index {mib(s['index']):.0f} MiB"
             )
     b.notes += [
         f"lock_irccs = INSERT … ON CONFLICT DO NOTHING + SELECT … FOR UPDATE of one random "
