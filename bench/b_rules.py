@@ -8,26 +8,28 @@ citations unknown), commercial or research descriptions in several languages, a 
 a stranger at the checkpoint; 10% on the no-IRCC branch with or without evidence. Each
 function runs over the whole mix repeatedly for a fixed time; the rate is items per second.
 
-Also measured: the monitor worker's cost per work item of an IRCC key as a function of the
-number of CPCs citing that IRCC (``MonitorWorker._evaluate`` re-evaluates every citation of
-the key on each item), and a cProfile of ``evaluate`` over the mix.
+Also measured: ``MonitorWorker.on_event`` through a real database (a scratch SQLite file,
+and a scratch PostgreSQL database when ``BENCH_PG_URL`` or ``DATABASE_URL_TEST_PG`` is set)
+for the mix's IRCC and CPC events, and for one ``ircc.amended`` as a function of the number
+of CPCs citing that IRCC (each is re-checked); and a cProfile of ``evaluate`` over the mix.
 """
 
 from __future__ import annotations
 
 import cProfile
-import os
 import pstats
 import random
+import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from bench.b_state import drop_pg, remove_sqlite, scratch_pg
-from bench.common import VAR, Outcome, Table, progress
+from bench.common import VAR, Outcome, Table, postgres_url, progress
 from services.monitor import evaluation as ev
 from services.monitor.adapters.tables import Base, OutboxRow
 from services.monitor.directory import CheckpointView
@@ -41,6 +43,7 @@ from shared.events.models import CpcPublished, DirectoryRecordPublished, IrccEve
 from shared.kafka.consumer import Delivery
 from shared.kafka.producer import EventProducer
 from shared.outbox import OutboxRelay
+from tools.scratch_db import scratch_databases
 
 CHECKPOINT = "3E387C20-E70C-997B-EABB-BC4C9A1E142F"
 COMMERCIAL = "5E833A3F-87D1-4ADD-8701-9F1B76383017"
@@ -422,87 +425,66 @@ async def _timed(events: list[CloudEvent[Any]], worker: MonitorWorker) -> tuple[
     return len(events) / cpu, len(events) / (time.perf_counter() - t0)
 
 
-async def _scratch(url: str) -> tuple[str, Callable[[], Awaitable[None]]]:
-    """A fresh database for ``url`` (a file for SQLite, a scratch database on PostgreSQL)."""
-    if url.startswith("sqlite"):
-        folder = VAR / "rules"
-        folder.mkdir(parents=True, exist_ok=True)
-        file = folder / f"monitor-{time.monotonic_ns()}.db"
-
-        async def drop_file() -> None:
-            remove_sqlite(file)
-
-        return f"sqlite+aiosqlite:///{file}", drop_file
-    scratch, name = await scratch_pg(url)
-
-    async def drop_db() -> None:
-        await drop_pg(url, name)
-
-    return scratch, drop_db
-
-
-async def _worker_run(url: str, mix: dict[str, Any], quick: bool) -> dict[str, Any]:
-    scratch, drop = await _scratch(url)
-    try:
-        worker, engine = await _new_worker(scratch, mix)
-        try:
-            irccs = [_ircc_event(t, d) for t, d in mix["events"]]
-            ircc_rate = await _timed(irccs, worker)
-            rounds = 1 if quick else 3
-            cpcs = [
-                _cpc_event(f"ABSCH-CPC-DE-{r * 10_000 + i + 1}-1", body)
-                for r in range(rounds)
-                for i, (_uid, body) in enumerate(mix["cpcs"])
-            ]
-            cpc_rate = await _timed(cpcs, worker)
-            # One IRCC cited by k more CPCs each step; amend it and time the re-checks.
-            target_type, target = next(
-                (t, d) for t, d in mix["events"] if t == "ircc.published" and d["revision"] == 1
-            )
-            ident = target["identifier"]
-            body = next(b for _, b in mix["cpcs"] if b.get("absIRCCs"))
-            body = body | {"absIRCCs": [{"identifier": ident}]}
-            scaling, cited, revision, n_uid = [], 0, 1, 100_000
-            for k in (1, 10, 100, 1000):
-                extra = [_cpc_event(f"ABSCH-CPC-DE-{n_uid + i}-1", body) for i in range(k - cited)]
-                n_uid += len(extra)
-                cited = k
-                await _timed(extra, worker)
-                count = max(3, min(50, 2000 // k)) if not quick else 3
-                amendments = []
-                for _ in range(count):
-                    revision += 1
-                    data = target | {
-                        "uid": f"ABSCH-IRCC-MX-{target['document_id']}-{revision}",
-                        "revision": revision,
-                        "reason": {"en": "conditions changed"},
-                    }
-                    amendments.append(_ircc_event("ircc.amended", data))
-                per_cpu, per_wall = await _timed(amendments, worker)
-                scaling.append({"citations": k, "per_cpu": per_cpu, "per_wall": per_wall})
-            assert target_type == "ircc.published"
-            return {
-                "ircc": {"per_cpu": ircc_rate[0], "per_wall": ircc_rate[1], "n": len(irccs)},
-                "cpc": {"per_cpu": cpc_rate[0], "per_wall": cpc_rate[1], "n": len(cpcs)},
-                "scaling": scaling,
-            }
-        finally:
-            await engine.dispose()
-    finally:
-        await drop()
+async def _worker_run(server: str | None, mix: dict[str, Any], quick: bool) -> dict[str, Any]:
+    VAR.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=VAR, prefix="rules-") as folder:
+        async with scratch_databases(server, Path(folder)) as make:
+            worker, engine = await _new_worker(await make("monitor"), mix)
+            try:
+                irccs = [_ircc_event(t, d) for t, d in mix["events"]]
+                ircc_rate = await _timed(irccs, worker)
+                rounds = 1 if quick else 3
+                cpcs = [
+                    _cpc_event(f"ABSCH-CPC-DE-{r * 10_000 + i + 1}-1", body)
+                    for r in range(rounds)
+                    for i, (_uid, body) in enumerate(mix["cpcs"])
+                ]
+                cpc_rate = await _timed(cpcs, worker)
+                # One IRCC cited by k more CPCs each step; amend it and time the re-checks.
+                revisions = Counter(d["identifier"] for _, d in mix["events"])
+                target = next(d for _, d in mix["events"] if revisions[d["identifier"]] == 1)
+                ident = target["identifier"]
+                body = next(b for _, b in mix["cpcs"] if b.get("absIRCCs"))
+                body = body | {"absIRCCs": [{"identifier": ident}]}
+                scaling, cited, revision, n_uid = [], 0, 1, 100_000
+                for k in (1, 10, 100, 1000):
+                    extra = [
+                        _cpc_event(f"ABSCH-CPC-DE-{n_uid + i}-1", body) for i in range(k - cited)
+                    ]
+                    n_uid += len(extra)
+                    cited = k
+                    await _timed(extra, worker)
+                    count = max(3, min(50, 2000 // k)) if not quick else 3
+                    amendments = []
+                    for _ in range(count):
+                        revision += 1
+                        data = target | {
+                            "uid": f"ABSCH-IRCC-MX-{target['document_id']}-{revision}",
+                            "revision": revision,
+                            "reason": {"en": "conditions changed"},
+                        }
+                        amendments.append(_ircc_event("ircc.amended", data))
+                    per_cpu, per_wall = await _timed(amendments, worker)
+                    scaling.append({"citations": k, "per_cpu": per_cpu, "per_wall": per_wall})
+                return {
+                    "ircc": {"per_cpu": ircc_rate[0], "per_wall": ircc_rate[1], "n": len(irccs)},
+                    "cpc": {"per_cpu": cpc_rate[0], "per_wall": cpc_rate[1], "n": len(cpcs)},
+                    "scaling": scaling,
+                }
+            finally:
+                await engine.dispose()
 
 
 async def worker_rates(mix: dict[str, Any], secs: float) -> tuple[list[Table], dict[str, Any]]:
     """MonitorWorker.on_event through a real database: the monitor's whole per-event work."""
     quick = secs < 1
-    dbs = [("SQLite", "sqlite")]
-    pg = os.environ.get("BENCH_PG_URL") or os.environ.get("DATABASE_URL_TEST_PG")
-    if pg:
+    dbs: list[tuple[str, str | None]] = [("SQLite", None)]
+    if (pg := postgres_url()) is not None:
         dbs.append(("PostgreSQL", pg))
     results = {}
-    for label, url in dbs:
+    for label, server in dbs:
         progress(f"rules: MonitorWorker.on_event on {label}")
-        results[label] = await _worker_run(url, mix, quick)
+        results[label] = await _worker_run(server, mix, quick)
     t = Table(
         "rules: MonitorWorker.on_event (fold or check, findings, outbox, one transaction)",
         ["database", "event", "events", "per process CPU s", "per wall s", "ms each (wall)"],

@@ -17,21 +17,19 @@ them. The monitor keeps none of this in memory; its RSS is in the ``rss`` benchm
 from __future__ import annotations
 
 import json
-import os
 import random
-import statistics
+import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import insert, text
-from sqlalchemy.engine import make_url
 
-from bench.common import VAR, Outcome, Table, mib, progress
+from bench.common import VAR, Outcome, Table, mib, pct, postgres_url, progress
 from services.monitor.adapters import state as store
 from services.monitor.adapters.tables import Base, IrccStateRow
 from shared.db import create_engine, create_schema, session_factory
+from tools.scratch_db import scratch_databases
 
 TARGET = 1_000_000
 PLACEHOLDER = "CB51626B-CF45-2AA0-3A24-000000000001"
@@ -76,14 +74,13 @@ def _mix_kind(i: int) -> str:
     return "valid" if r < 0.75 else ("amended" if r < 0.90 else "revoked")
 
 
-def remove_sqlite(file: Path) -> None:
-    """Delete a SQLite database and its WAL files."""
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{file}{suffix}").unlink(missing_ok=True)
+def _file_size(file: str) -> int:
+    return Path(file).stat().st_size
 
 
-def _file_size(file: Path) -> int:
-    return file.stat().st_size
+def early_rows(n: int) -> int:
+    """Where the first lookups are timed: 1 % of the rows, at a batch boundary."""
+    return max(n // 100 // BATCH * BATCH, BATCH)
 
 
 def _ident(i: int) -> str:
@@ -101,19 +98,18 @@ async def _lookups(sessions: Any, n_rows: int, count: int) -> dict[str, float]:
             found = await store.lock_irccs(session, [ident])
         times.append(time.perf_counter() - t0)
         assert ident in found, ident
-    times.sort()
     return {
         "per_s": count / sum(times),
-        "p50_ms": 1000 * statistics.median(times),
-        "p99_ms": 1000 * times[int(0.99 * (len(times) - 1))],
+        "p50_ms": 1000 * (pct(times, 50) or 0),
+        "p99_ms": 1000 * (pct(times, 99) or 0),
     }
 
 
-async def _size(engine: Any, sqlite_file: Path | None) -> dict[str, int]:
+async def _size(engine: Any) -> dict[str, int]:
     async with engine.connect() as conn:
-        if sqlite_file is not None:
+        if engine.dialect.name == "sqlite":
             await conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
-            return {"total": _file_size(sqlite_file)}
+            return {"total": _file_size(str(engine.url.database))}
         row = (
             await conn.execute(
                 text(
@@ -127,13 +123,13 @@ async def _size(engine: Any, sqlite_file: Path | None) -> dict[str, int]:
         return {"heap": row[0], "toast": row[1], "index": row[2], "total": row[3]}
 
 
-async def build(url: str, n: int, sqlite_file: Path | None, lookups: int) -> dict[str, Any]:
+async def build(url: str, n: int, lookups: int) -> dict[str, Any]:
     """Fill ``monitor_irccs`` with n IRCC states; sizes and lookups at 1 % and at n."""
     engine = create_engine(url)
     sessions = session_factory(engine)
     await create_schema(engine, Base.metadata)
     templates = {k: json.dumps(v) for k, v in state_values().items()}
-    early = max(n // 100, BATCH)
+    early = early_rows(n)
     result: dict[str, Any] = {"n": n}
     build_s = 0.0
     try:
@@ -156,31 +152,10 @@ async def build(url: str, n: int, sqlite_file: Path | None, lookups: int) -> dic
                 progress(f"state: {done:,}/{n:,} rows ({done / build_s:,.0f} rows/s)")
         result["build_s"] = build_s
         result["full"] = {"n": n, **await _lookups(sessions, n, lookups)}
-        result["size"] = await _size(engine, sqlite_file)
+        result["size"] = await _size(engine)
     finally:
         await engine.dispose()
     return result
-
-
-async def _admin(base_url: str, statement: str) -> None:
-    engine = create_engine(base_url, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
-async def scratch_pg(base_url: str) -> tuple[str, str]:
-    """A fresh database on the server ``base_url`` names: (its URL, its name)."""
-    name = f"absch_bench_{uuid.uuid4().hex[:8]}"
-    await _admin(base_url, f'CREATE DATABASE "{name}"')
-    return make_url(base_url).set(database=name).render_as_string(hide_password=False), name
-
-
-async def drop_pg(base_url: str, name: str) -> None:
-    """Drop a database made by :func:`scratch_pg`."""
-    await _admin(base_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def run(session: Any) -> Outcome:
@@ -197,26 +172,16 @@ async def run(session: Any) -> Outcome:
 
     n = 20_000 if session.quick else TARGET
     count = 200 if session.quick else 2_000
-    folder = VAR / "state"
-    folder.mkdir(parents=True, exist_ok=True)
-    sqlite_file = folder / "monitor-irccs.db"
-    remove_sqlite(sqlite_file)
+    servers: list[tuple[str, str | None]] = [("SQLite", None)]
+    if (pg := postgres_url()) is not None:
+        servers.append(("PostgreSQL", pg))
     built: list[tuple[str, dict[str, Any]]] = []
-    progress(f"state: {n:,} IRCCs into SQLite")
-    try:
-        built.append(
-            ("SQLite", await build(f"sqlite+aiosqlite:///{sqlite_file}", n, sqlite_file, count))
-        )
-    finally:
-        remove_sqlite(sqlite_file)
-    pg = os.environ.get("BENCH_PG_URL") or os.environ.get("DATABASE_URL_TEST_PG")
-    if pg:
-        progress(f"state: {n:,} IRCCs into PostgreSQL (scratch database)")
-        url, name = await scratch_pg(pg)
-        try:
-            built.append(("PostgreSQL", await build(url, n, None, count)))
-        finally:
-            await drop_pg(pg, name)
+    VAR.mkdir(parents=True, exist_ok=True)
+    for label, server in servers:
+        progress(f"state: {n:,} IRCCs into {label} (scratch database)")
+        with tempfile.TemporaryDirectory(dir=VAR, prefix="state-") as folder:
+            async with scratch_databases(server, Path(folder)) as make:
+                built.append((label, await build(await make("monitor"), n, count)))
 
     b = Table(
         f"state: monitor_irccs with {n:,} IRCCs, built through the monitor's table",
@@ -226,7 +191,7 @@ async def run(session: Any) -> Outcome:
             "on disk MiB",
             "bytes per IRCC",
             "rows/s built",
-            f"lock_irccs/s @{n // 100:,}",
+            f"lock_irccs/s @{early_rows(n):,}",
             f"lock_irccs/s @{n:,}",
             "p50 ms",
             "p99 ms",
@@ -235,7 +200,7 @@ async def run(session: Any) -> Outcome:
     data: dict[str, Any] = {"json_bytes": stored, "mix_json_bytes": mix, "built": {}}
     for label, r in built:
         size = r["size"]["total"]
-        early = r.get("early") or r["full"]
+        early = r["early"]
         b.add(
             label,
             r["n"],
@@ -248,7 +213,7 @@ async def run(session: Any) -> Outcome:
             r["full"]["p99_ms"],
         )
         data["built"][label] = r
-    if not pg:
+    if len(servers) == 1:
         b.notes.append("PostgreSQL skipped: set BENCH_PG_URL (or DATABASE_URL_TEST_PG)")
     for label, r in built:
         if label == "PostgreSQL":

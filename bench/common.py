@@ -19,6 +19,11 @@ ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var" / "bench"
 
 
+def postgres_url() -> str | None:
+    """The PostgreSQL server benchmarks may create scratch databases on, if any."""
+    return os.environ.get("BENCH_PG_URL") or os.environ.get("DATABASE_URL_TEST_PG")
+
+
 def progress(msg: str) -> None:
     """One progress line on stderr, with the time since the run started."""
     sys.stderr.write(f"[bench {time.monotonic() - _T0:7.1f}s] {msg}\n")
