@@ -23,8 +23,8 @@ from tests.support.mail import (
 )
 from tests.support.poll import eventually
 from tests.support.records import authority, checkpoint, contact, focal_point, permit
-from tests.support.registry import ADMIN_TOKEN, auth, government_users, publish
-from tests.support.stack import Stack, running_stack
+from tests.support.registry import ADMIN_TOKEN, government_users, publish
+from tests.support.stack import Stack, running_stack, submit
 from tools.smtp_sink import SmtpSink
 
 COUNTRIES = ("de", "mx", "br", "pe", "co")
@@ -111,12 +111,6 @@ async def _publish_irccs(
     return out
 
 
-async def _submit(stack: Stack, token: str, body: dict[str, Any]) -> str:
-    resp = await stack.checkpoint.post("/v1/communiques", json=body, headers=auth(token))
-    assert resp.status_code == 201, resp.text
-    return str(resp.json()["uid"])
-
-
 async def _flag(kafka: str, prefix: str, *, cpc_uid: str, ircc_uid: str) -> str:
     data = DiscrepancyEvent(
         id=uuid.uuid4().hex,
@@ -158,7 +152,7 @@ async def test_every_event_reaches_exactly_its_recipients(
             ),
             "C4": communique("de", [d["cp-all"]], source_countries=["pe", "co"]),
         }
-        uids = {name: await _submit(stack, pa_de, body) for name, body in cpcs.items()}
+        uids = {name: await submit(stack, pa_de, body) for name, body in cpcs.items()}
         flagged = await _flag(
             kafka_bootstrap, topic_prefix, cpc_uid=uids["C1"], ircc_uid=irccs["I1"]["uid"]
         )

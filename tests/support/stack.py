@@ -18,7 +18,8 @@ from services.monitor.bootstrap import bootstrap as monitor_app
 from services.monitor.settings import MonitorSettings
 from services.notifier.bootstrap import bootstrap as notifier_app
 from services.notifier.settings import NotifierSettings
-from tests.support.registry import registry_settings, running_registry
+from tests.support.poll import eventually
+from tests.support.registry import auth, registry_settings, running_registry
 from tests.support.servers import serving
 from tools.smtp_sink import SmtpSink
 
@@ -103,3 +104,16 @@ async def running_stack(
             notifier_app=notifier_service,
             monitor_app=monitor_service,
         )
+
+
+async def submit(stack: Stack, token: str, body: dict[str, Any]) -> str:
+    """Submit a CPC through the checkpoint API, retrying while the service has not yet read
+    the cited checkpoint from the directory topic; returns the CPC's UID."""
+
+    async def accepted() -> httpx.Response | None:
+        resp = await stack.checkpoint.post("/v1/communiques", json=body, headers=auth(token))
+        return None if resp.status_code == 422 and "absCheckpoints" in resp.text else resp
+
+    resp = await eventually(accepted, what="checkpoint known to the checkpoint service")
+    assert resp.status_code == 201, resp.text
+    return str(resp.json()["uid"])

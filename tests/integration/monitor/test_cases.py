@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 from shared.events import topic_name
-from tests.integration.monitor.test_rules import cpc, submit
+from tests.integration.monitor.test_rules import cpc
 from tests.support.kafka import TopicReader
 from tests.support.poll import eventually
 from tests.support.records import authority, checkpoint, permit
 from tests.support.registry import ADMIN_TOKEN, auth, create_user, government_users, publish
-from tests.support.stack import Stack, running_stack
+from tests.support.stack import Stack, running_stack, submit
 from tools.smtp_sink import SmtpSink
 
 

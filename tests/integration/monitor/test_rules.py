@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 from aiokafka import AIOKafkaProducer
 
 from services.monitor.worker import MonitorWorker
@@ -21,7 +20,7 @@ from tests.support.kafka import TopicReader
 from tests.support.poll import eventually
 from tests.support.records import COMMERCIAL, authority, checkpoint, contact, header, permit
 from tests.support.registry import auth, create_user, government_users, publish
-from tests.support.stack import Stack, running_stack
+from tests.support.stack import running_stack, submit
 from tools.smtp_sink import SmtpSink
 
 GRACE = 600.0
@@ -56,18 +55,6 @@ def cpc(gov: str, cp: str, *, irccs: list[str] | None = None, **extra: Any) -> d
     else:
         body["absIRCCs"] = [{"identifier": i} for i in irccs]
     return body | extra
-
-
-async def submit(stack: Stack, token: str, body: dict[str, Any]) -> str:
-    """Submit through the checkpoint API (retrying while it learns of the checkpoint)."""
-
-    async def accepted() -> httpx.Response | None:
-        resp = await stack.checkpoint.post("/v1/communiques", json=body, headers=auth(token))
-        return None if resp.status_code == 422 and "absCheckpoints" in resp.text else resp
-
-    resp = await eventually(accepted, what="checkpoint known to the checkpoint service")
-    assert resp.status_code == 201, resp.text
-    return str(resp.json()["uid"])
 
 
 async def inject(kafka: str, prefix: str, gov: str, body: dict[str, Any]) -> str:
