@@ -71,6 +71,54 @@ class PlumbingMetrics:
             ["service"],
             registry=registry,
         )
+        self.outbox_oldest_age = Gauge(
+            "absch_outbox_oldest_age_seconds",
+            "Age of the oldest unpublished outbox row (0 when empty), read every relay round",
+            ["service"],
+            registry=registry,
+        )
+        self.outbox_dead = Counter(
+            "absch_outbox_dead_letters_total",
+            "Outbox rows moved to the dead-letter table because they can never be published",
+            ["service", "topic"],
+            registry=registry,
+        )
+        self.consumer_last_poll = Gauge(
+            "absch_consumer_last_poll_timestamp_seconds",
+            "Unix time of the consumer loop's last completed poll",
+            ["service", "group"],
+            registry=registry,
+        )
+        self.consumer_restarts = Counter(
+            "absch_consumer_restarts_total",
+            "Consumer loops restarted after an error in poll, handle or commit",
+            ["service", "group"],
+            registry=registry,
+        )
+        self.consumer_transient = Counter(
+            "absch_consumer_transient_failures_total",
+            "Handler attempts that failed transiently; the partition paused and retried",
+            ["service", "group", "topic"],
+            registry=registry,
+        )
+        self.consumer_paused = Gauge(
+            "absch_consumer_paused_partitions",
+            "Partitions paused while a transient failure lasts",
+            ["service", "group"],
+            registry=registry,
+        )
+        self.commit_failures = Counter(
+            "absch_consumer_commit_failures_total",
+            "Offset commits that failed (the events are redelivered, effects are idempotent)",
+            ["service", "group"],
+            registry=registry,
+        )
+        self.ready = Gauge(
+            "absch_ready",
+            "1 when a readiness check passes, 0 when it fails (as last evaluated)",
+            ["service", "check"],
+            registry=registry,
+        )
         self.http_requests = Counter(
             "absch_http_requests_total",
             "HTTP requests served",
