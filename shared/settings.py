@@ -40,6 +40,35 @@ class ServiceSettings(BaseSettings):
         description="longest a consumer's fetch waits for new records; a broker that holds "
         "every fetch this long (the embedded one) adds it to each hop, lower costs CPU",
     )
+    kafka_create_topics: bool = Field(
+        default=True,
+        validation_alias="KAFKA_CREATE_TOPICS",
+        description="create missing topics at start and when the broker lost them; turn off "
+        "where topics are managed (a cluster with replication 3)",
+    )
+    ready_broker_timeout_seconds: float = Field(
+        default=3.0,
+        gt=0,
+        validation_alias="READY_BROKER_TIMEOUT_SECONDS",
+        description="/readyz fails when the broker doesn't answer a metadata request this fast",
+    )
+    ready_consumer_stall_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        validation_alias="READY_CONSUMER_STALL_SECONDS",
+        description="/readyz fails when a consumer loop hasn't polled for this long",
+    )
+    ready_outbox_age_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        validation_alias="READY_OUTBOX_AGE_SECONDS",
+        description="/readyz fails when the oldest unpublished outbox row is this old",
+    )
+    instance_id: str = Field(
+        default="1",
+        description="tells instances of one service apart (per-instance consumer groups, "
+        "delivery claims); unique per instance",
+    )
     public_base_url: str = Field(
         default="http://127.0.0.1:8101", validation_alias="PUBLIC_BASE_URL"
     )
@@ -47,6 +76,13 @@ class ServiceSettings(BaseSettings):
     log_format: str = Field(default="json", validation_alias="LOG_FORMAT")
     jwks_url: str = Field(
         default="http://127.0.0.1:8101/.well-known/jwks.json", validation_alias="JWKS_URL"
+    )
+    http_max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        validation_alias="HTTP_MAX_BODY_BYTES",
+        description="largest request body accepted, larger ones get 413; the default "
+        "(1 MiB, shared.http.DEFAULT_MAX_BODY_BYTES) is Kafka's default message size",
     )
     database_url: str = ""
     http_host: str = "127.0.0.1"

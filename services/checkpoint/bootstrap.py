@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.checkpoint import handlers
 from services.checkpoint.adapters.tables import Base, OutboxRow
@@ -18,92 +15,41 @@ from services.checkpoint.api import install_error_mapping, router
 from services.checkpoint.context import CheckpointContext, CheckpointMetrics, utc_now
 from services.checkpoint.settings import CheckpointSettings
 from shared.auth import JwksClient, TokenVerifier
-from shared.db import create_engine, create_schema, ping, session_factory
-from shared.events import CloudEvent, Topic, all_topics, topic_name
-from shared.kafka.admin import connect_producer
-from shared.kafka.consumer import Delivery, EventConsumer
-from shared.kafka.producer import EventProducer
-from shared.outbox import OutboxRelay
-from shared.service import Lifespan, create_app
+from shared.events import CloudEvent, Topic
+from shared.kit.assemble import Kit
+from shared.kit.consumer import Delivery, Tx
+from shared.service import create_app
 
 
-def _directory_consumer(ctx: CheckpointContext, producer: EventProducer) -> EventConsumer:
-    settings, prefix = ctx.settings, ctx.settings.kafka_topic_prefix
-
-    async def on_directory(event: CloudEvent[Any], _delivery: Delivery) -> None:
-        await handlers.on_directory(ctx, event)
-
-    # Every instance needs every checkpoint, hence a consumer group of its own.
-    return EventConsumer(
-        bootstrap=settings.kafka_bootstrap,
-        topics=[topic_name(Topic.DIRECTORY, prefix)],
-        group_id=f"{prefix}{settings.consumer_group}-view-{settings.instance_id}",
-        handler=on_directory,
-        producer=producer,
-        metrics=ctx.metrics.plumbing,
-        client_id="checkpoint-view",
-        partitions=settings.kafka_partitions,
-        replication=settings.kafka_replication,
-        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
-    )
+async def _on_directory(tx: Tx, event: CloudEvent[Any], _delivery: Delivery) -> None:
+    await handlers.on_directory(tx.session, event)
 
 
-def _lifespan(
-    ctx: CheckpointContext, engine: AsyncEngine, producer: EventProducer, directory: EventConsumer
-) -> Lifespan:
-    settings = ctx.settings
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await create_schema(engine, Base.metadata)
-        setup = asyncio.create_task(
-            connect_producer(
-                producer,
-                settings.kafka_bootstrap,
-                all_topics(settings.kafka_topic_prefix),
-                partitions=settings.kafka_partitions,
-                replication=settings.kafka_replication,
-            )
-        )
-        ctx.relay.start()
-        directory.start()
-        try:
-            yield
-        finally:
-            await directory.stop()
-            setup.cancel()
-            await ctx.relay.stop()
-            await producer.stop()
-            await engine.dispose()
-
-    return lifespan
+DIRECTORY_HANDLERS = {
+    "directory.record.published": _on_directory,
+    "directory.record.withdrawn": _on_directory,
+}
 
 
 def bootstrap(settings: CheckpointSettings, *, clock: Callable[[], datetime] = utc_now) -> FastAPI:
-    """The checkpoint app; its lifespan runs the directory consumer and the outbox relay."""
+    """The checkpoint app; its kit runs the directory consumer and the outbox relay."""
     metrics = CheckpointMetrics(CollectorRegistry())
-    engine = create_engine(settings.database_url)
-    sessions = session_factory(engine)
-    producer = EventProducer(
-        settings.kafka_bootstrap, client_id="checkpoint", metrics=metrics.plumbing
-    )
-    relay = OutboxRelay(sessions, OutboxRow, producer, metrics.plumbing)
+    kit = Kit(settings, metrics.plumbing, Base.metadata, outbox=OutboxRow)
+    assert kit.relay is not None
     ctx = CheckpointContext(
-        settings=settings, sessions=sessions, relay=relay, metrics=metrics, clock=clock
+        settings=settings, sessions=kit.sessions, relay=kit.relay, metrics=metrics, clock=clock
     )
-    directory = _directory_consumer(ctx, producer)
-
-    async def readiness() -> dict[str, bool]:
-        return {"database": await ping(engine), "broker": directory.connected}
-
+    # Every instance needs every checkpoint, hence a consumer group of its own.
+    kit.consumer("view", [Topic.DIRECTORY], tx_handlers=DIRECTORY_HANDLERS, per_instance=True)
     app = create_app(
         title="absch checkpoint",
         description=__doc__ or "",
-        lifespan=_lifespan(ctx, engine, producer, directory),
+        lifespan=kit.lifespan(),
         metrics=metrics.plumbing,
-        readiness=readiness,
+        readiness=kit.ready,
     )
     app.state.ctx = ctx
+    app.state.kit = kit
     app.state.verifier = TokenVerifier(JwksClient(settings.jwks_url).key)
     install_error_mapping(app)
     app.include_router(router)

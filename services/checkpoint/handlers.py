@@ -60,23 +60,22 @@ class Submitted:
     warnings: list[str] = field(default_factory=list)
 
 
-async def on_directory(ctx: CheckpointContext, event: CloudEvent[Any]) -> None:
-    """Keep the published checkpoints (idempotent; older revisions never win)."""
+async def on_directory(session: AsyncSession, event: CloudEvent[Any]) -> None:
+    """Keep the published checkpoints (idempotent; older revisions never win); runs in the
+    consumer's transaction, beside the directory topic's offset."""
     data = event.data
-    async with ctx.sessions() as session:
-        if isinstance(data, DirectoryRecordPublished) and data.schema_ == "absCheckpoint":
-            row = await session.get(KnownCheckpoint, data.identifier)
-            if row is None:
-                row = KnownCheckpoint(identifier=data.identifier, revision=0)
-                session.add(row)
-            if data.revision >= row.revision:
-                row.government, row.revision, row.published = data.government, data.revision, True
-                row.name = data.record.get("name") or {}
-        elif isinstance(data, DirectoryRecordWithdrawn):
-            row = await session.get(KnownCheckpoint, data.identifier)
-            if row is not None:
-                row.published = False
-        await session.commit()
+    if isinstance(data, DirectoryRecordPublished) and data.schema_ == "absCheckpoint":
+        row = await session.get(KnownCheckpoint, data.identifier)
+        if row is None:
+            row = KnownCheckpoint(identifier=data.identifier, revision=0)
+            session.add(row)
+        if data.revision >= row.revision:
+            row.government, row.revision, row.published = data.government, data.revision, True
+            row.name = data.record.get("name") or {}
+    elif isinstance(data, DirectoryRecordWithdrawn):
+        row = await session.get(KnownCheckpoint, data.identifier)
+        if row is not None:
+            row.published = False
 
 
 def _validate(body: dict[str, Any]) -> AbsCheckpointCommunique:

@@ -16,4 +16,3 @@ class CheckpointSettings(ServiceSettings):
 
     service: str = "checkpoint"
     http_port: int = 8102
-    instance_id: str = "1"

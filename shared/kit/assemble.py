@@ -1,0 +1,209 @@
+"""Composition: one place builds a service's plumbing, starts it in order, stops it in reverse.
+
+A service's bootstrap creates a :class:`Kit` from its settings, metrics and tables, then
+declares its consumers as handler tables (event type → handler) and adds its own
+background workers. The kit owns the engine, the producer, the outbox relay, the
+supervised consumers and readiness; ``kit.lifespan()`` is the app's lifespan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+from fastapi import FastAPI
+from sqlalchemy import MetaData
+
+from shared.db import create_engine, create_schema, session_factory
+from shared.events import CloudEvent, Topic, all_topics, topic_name
+from shared.kafka.admin import connect_producer
+from shared.kafka.producer import EventProducer
+from shared.kit.consumer import Delivery, Handler, SupervisedConsumer, Tx, TxHandler
+from shared.kit.offsets import offsets_table
+from shared.kit.outbox import OutboxRelay
+from shared.kit.readiness import Readiness, Thresholds
+from shared.metrics import PlumbingMetrics
+from shared.service import Lifespan
+from shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+class Worker(Protocol):
+    """A background task a service runs beside its consumers."""
+
+    def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def dispatch(table: Mapping[str, Handler]) -> Handler:
+    """One handler from a table of event type → handler; other types are ignored."""
+
+    async def handle(event: CloudEvent[Any], delivery: Delivery) -> None:
+        handler = table.get(event.type)
+        if handler is not None:
+            await handler(event, delivery)
+
+    return handle
+
+
+def dispatch_tx(table: Mapping[str, TxHandler]) -> TxHandler:
+    """Like :func:`dispatch`, for transactional handlers."""
+
+    async def handle(tx: Tx, event: CloudEvent[Any], delivery: Delivery) -> None:
+        handler = table.get(event.type)
+        if handler is not None:
+            await handler(tx, event, delivery)
+
+    return handle
+
+
+class Kit:
+    """The plumbing of one service instance."""
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        metrics: PlumbingMetrics,
+        metadata: MetaData,
+        *,
+        outbox: type[Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.metadata = metadata
+        self.engine = create_engine(settings.database_url)
+        self.sessions = session_factory(engine=self.engine)
+        self.producer = EventProducer(
+            settings.kafka_bootstrap, client_id=settings.service, metrics=metrics
+        )
+        self.offsets = offsets_table(metadata)
+        self.relay = OutboxRelay(self.sessions, outbox, self.producer, metrics) if outbox else None
+        self.consumers: list[SupervisedConsumer] = []
+        self.workers: list[Worker] = []
+        self.closers: list[Callable[[], Awaitable[None]]] = []
+        self.readiness = Readiness(
+            metrics=metrics,
+            engine=self.engine,
+            bootstrap=settings.kafka_bootstrap,
+            topics=all_topics(settings.kafka_topic_prefix),
+            partitions=settings.kafka_partitions,
+            replication=settings.kafka_replication,
+            create_topics=settings.kafka_create_topics,
+            thresholds=Thresholds(
+                broker_timeout=settings.ready_broker_timeout_seconds,
+                consumer_stall=settings.ready_consumer_stall_seconds,
+                outbox_age=settings.ready_outbox_age_seconds,
+            ),
+        )
+        if self.relay is not None:
+            self.readiness.watch_outbox(self.relay)
+
+    def topic(self, topic: Topic) -> str:
+        """Full topic name with the deployment prefix."""
+        return topic_name(topic, self.settings.kafka_topic_prefix)
+
+    def consumer(
+        self,
+        name: str,
+        topics: list[Topic],
+        *,
+        handlers: Mapping[str, Handler] | None = None,
+        tx_handlers: Mapping[str, TxHandler] | None = None,
+        per_instance: bool = False,
+    ) -> SupervisedConsumer:
+        """Declare a consumer of ``topics``: ``handlers`` run at least once and commit to
+        Kafka after; ``tx_handlers`` write in the offset's transaction (exactly-once
+        effects). ``per_instance`` gives each instance its own group (every instance reads
+        everything, e.g. a view)."""
+        s = self.settings
+        group = f"{s.kafka_topic_prefix}{s.consumer_group}-{name}"
+        if per_instance:
+            group += f"-{s.instance_id}"
+        consumer = SupervisedConsumer(
+            name=name,
+            bootstrap=s.kafka_bootstrap,
+            topics=[self.topic(t) for t in topics],
+            group_id=group,
+            producer=self.producer,
+            metrics=self.metrics,
+            handler=dispatch(handlers) if handlers is not None else None,
+            tx_handler=dispatch_tx(tx_handlers) if tx_handlers is not None else None,
+            sessions=self.sessions if tx_handlers is not None else None,
+            offsets=self.offsets if tx_handlers is not None else None,
+            partitions=s.kafka_partitions,
+            replication=s.kafka_replication,
+            fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
+        )
+        self.consumers.append(consumer)
+        self.readiness.watch_consumer(consumer)
+        return consumer
+
+    def add_worker(self, worker: Worker) -> None:
+        """Run ``worker`` after the consumers start; it stops before them."""
+        self.workers.append(worker)
+
+    def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Close an adapter (a mailer, say) after everything else stopped."""
+        self.closers.append(closer)
+
+    async def ready(self) -> dict[str, bool]:
+        """The readiness checks' last outcomes (``/readyz``)."""
+        return self.readiness.snapshot()
+
+    def lifespan(self, *, before_start: Callable[[], Awaitable[None]] | None = None) -> Lifespan:
+        """Start: schema, producer, relay, consumers, workers, readiness. Stop: reverse."""
+        s = self.settings
+
+        @asynccontextmanager
+        async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+            await create_schema(self.engine, self.metadata)
+            if before_start is not None:
+                await before_start()
+            connect = asyncio.create_task(
+                connect_producer(
+                    self.producer,
+                    s.kafka_bootstrap,
+                    all_topics(s.kafka_topic_prefix),
+                    partitions=s.kafka_partitions,
+                    replication=s.kafka_replication,
+                ),
+                name="producer-connect",
+            )
+            if self.relay is not None:
+                self.relay.start()
+            for consumer in self.consumers:
+                consumer.start()
+            for worker in self.workers:
+                worker.start()
+            self.readiness.start()
+            log.info(
+                "%s started: %s consumers, %s workers",
+                s.service,
+                len(self.consumers),
+                len(self.workers),
+            )
+            try:
+                yield
+            finally:
+                await self.readiness.stop()
+                for worker in reversed(self.workers):
+                    with contextlib.suppress(Exception):
+                        await worker.stop()
+                for consumer in reversed(self.consumers):
+                    await consumer.stop()
+                connect.cancel()
+                if self.relay is not None:
+                    await self.relay.stop()
+                await self.producer.stop()
+                for closer in self.closers:
+                    with contextlib.suppress(Exception):
+                        await closer()
+                await self.engine.dispose()
+
+        return lifespan
