@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System tools some tests use (Debian packages): docker-compose (compose file validation),
 # prometheus/promtool (scrape config, alert rules), kcat (reading topics by hand),
-# chromium (the dashboard test loads the page in a real headless browser).
+# chromium (the dashboard test loads the page in a real headless browser), postgresql
+# (initdb/pg_ctl under /usr/lib/postgresql/*/bin: private clusters for the fault tests).
 # Installs what is missing when running as root; otherwise says what to install.
 set -euo pipefail
 need=()
@@ -9,6 +10,7 @@ command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v kcat >/dev/null 2>&1 || need+=(kcat)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || need+=(postgresql)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing ${need[*]} (apt-get)"

@@ -195,6 +195,11 @@ def test_the_issue_s_alerts_are_all_there() -> None:
         "AbschMailDeliveryFailed": "notifier_mails_failed_total",
         "AbschOutboxBacklog": "absch_outbox_backlog_events",
         "AbschOutboxPublishFailing": "absch_outbox_publish_failures_total",
+        "AbschServiceNotReady": "absch_ready",
+        "AbschConsumerPollStalled": "absch_consumer_last_poll_timestamp_seconds",
+        "AbschConsumerRestarting": "absch_consumer_restarts_total",
+        "AbschOutboxAgeing": "absch_outbox_oldest_age_seconds",
+        "AbschOutboxDeadLetters": "absch_outbox_dead_letters_total",
     }
     for alert, metric in wanted.items():
         assert alert in rules, alert
