@@ -28,7 +28,7 @@ from aiokafka.errors import KafkaError
 from shared.events.topics import DLQ_SUFFIX, dlq_name
 from shared.kafka.admin import ensure_topics
 
-# Headers the consumer appends when it dead-letters (shared/kafka/consumer.py _dead_letter).
+# Headers the consumer appends when it dead-letters (shared/kit/consumer.py _dead_letter).
 DLQ_HEADERS = (
     "error",
     "error_type",

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from datetime import datetime
 
 from fastapi import FastAPI
@@ -20,22 +19,45 @@ from services.registry.handlers import workflow
 from services.registry.metrics import RegistryMetrics
 from services.registry.settings import RegistrySettings
 from shared.auth import TokenVerifier
-from shared.db import create_engine, create_schema, ping, session_factory
-from shared.events import all_topics
-from shared.kafka.admin import connect_producer
-from shared.kafka.producer import EventProducer
-from shared.outbox import OutboxRelay
+from shared.kit.assemble import Kit
 from shared.service import create_app
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 60.0
 
 
+class Sweeper:
+    """Closes expired requests and sends reminders every minute."""
+
+    def __init__(self, ctx: RegistryContext) -> None:
+        self._ctx = ctx
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Sweep in the background."""
+        self._task = asyncio.create_task(self._run(), name="registry-sweeper")
+
+    async def stop(self) -> None:
+        """Stop sweeping."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await workflow.sweep(self._ctx)
+            except Exception:  # the database may be away: the next round tries again
+                log.exception("workflow sweep failed")
+            await asyncio.sleep(SWEEP_SECONDS)
+
+
 def bootstrap(settings: RegistrySettings, *, clock: Callable[[], datetime] = utc_now) -> FastAPI:
-    """The registry app; its lifespan opens the database, producer and relay."""
+    """The registry app; its kit opens the database, producer and relay."""
     metrics = RegistryMetrics(CollectorRegistry())
-    engine = create_engine(settings.database_url)
-    sessions = session_factory(engine)
+    kit = Kit(settings, metrics.plumbing, Base.metadata, outbox=OutboxRow)
+    assert kit.relay is not None
     key = SigningKey.load_or_create(
         settings.jwt_private_key_path, create=settings.jwt_generate_key and settings.is_dev
     )
@@ -48,62 +70,26 @@ def bootstrap(settings: RegistrySettings, *, clock: Callable[[], datetime] = utc
     async def resolve_key(kid: str) -> object | None:
         return key.public if kid == key.kid else None
 
-    producer = EventProducer(
-        settings.kafka_bootstrap, client_id="registry", metrics=metrics.plumbing
-    )
-    relay = OutboxRelay(sessions, OutboxRow, producer, metrics.plumbing)
     ctx = RegistryContext(
         settings=settings,
-        sessions=sessions,
-        relay=relay,
+        sessions=kit.sessions,
+        relay=kit.relay,
         key=key,
         verifier=TokenVerifier(resolve_key, admin_token=admin_token),
         metrics=metrics,
         clock=clock,
     )
-
-    async def readiness() -> dict[str, bool]:
-        return {"database": await ping(engine), "broker": producer.started}
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await create_schema(engine, Base.metadata)
-        setup = asyncio.create_task(
-            connect_producer(
-                producer,
-                settings.kafka_bootstrap,
-                all_topics(settings.kafka_topic_prefix),
-                partitions=settings.kafka_partitions,
-                replication=settings.kafka_replication,
-            )
-        )
-        relay.start()
-        sweeper = asyncio.create_task(_sweep_forever(ctx))
-        try:
-            yield
-        finally:
-            sweeper.cancel()
-            setup.cancel()
-            await relay.stop()
-            await producer.stop()
-            await engine.dispose()
-
+    kit.add_worker(Sweeper(ctx))
     app = create_app(
         title="absch registry",
         description=__doc__ or "",
-        lifespan=lifespan,
+        lifespan=kit.lifespan(),
         metrics=metrics.plumbing,
-        readiness=readiness,
+        readiness=kit.ready,
     )
     app.state.ctx = ctx
+    app.state.kit = kit
     install_error_mapping(app)
     app.include_router(router)
     app.include_router(well_known)
     return app
-
-
-async def _sweep_forever(ctx: RegistryContext) -> None:
-    while True:
-        with contextlib.suppress(Exception):
-            await workflow.sweep(ctx)
-        await asyncio.sleep(SWEEP_SECONDS)

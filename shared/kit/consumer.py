@@ -152,6 +152,9 @@ class SupervisedConsumer:
     def start(self) -> None:
         """Run in the background; the loop restarts itself after any error."""
         self._started = time.monotonic()
+        m = self._metrics
+        # A loop stuck before its first poll still ages this series (and trips the alert).
+        m.consumer_last_poll.labels(m.service, self.group_id).set(time.time())
         self._task = asyncio.create_task(self._supervise(), name=f"consumer-{self.name}")
 
     async def stop(self, timeout: float = 10.0) -> None:

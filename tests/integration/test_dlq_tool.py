@@ -37,7 +37,7 @@ def _event_bytes(n: int) -> tuple[str, bytes]:
 
 
 def _dlq_headers(topic: str, partition: int, offset: int, exc: Exception) -> list[Any]:
-    """What ``shared/kafka/consumer.py`` ``_dead_letter`` appends to the original headers."""
+    """What ``shared/kit/consumer.py`` ``_dead_letter`` appends to the original headers."""
     return [
         ("error", str(exc).encode()),
         ("error_type", type(exc).__name__.encode()),
