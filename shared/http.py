@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -10,8 +12,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PROBLEM_JSON = "application/problem+json"
+# 1 MiB, Kafka's default message size: a bigger body could never travel as an event.
+DEFAULT_MAX_BODY_BYTES = 1_048_576
+BODY_FIELD = "<body>"
+# A JSON escape \u0000 is NUL unless its backslash is itself escaped (\\u0000 is text).
+_ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
 
@@ -175,8 +183,8 @@ class RejectNul:
                 messages.append(message)
                 more = message.get("more_body", False) and message["type"] == "http.request"
             body = b"".join(m.get("body", b"") for m in messages)
-            if b"\x00" in body or b"\\u0000" in body:
-                where = "<body>"
+            if b"\x00" in body or _ESCAPED_NUL.search(body):
+                where = BODY_FIELD
         if where is not None:
             problem = validation_problem(
                 [{"loc": (where,), "msg": "must not contain NUL characters"}]
@@ -188,3 +196,78 @@ class RejectNul:
             return messages.pop(0) if messages else await receive()
 
         await self.app(scope, replay, send)
+
+
+def too_large_problem(limit: int, path: str | None = None) -> Problem:
+    """The 413 answer for a body over ``limit`` bytes."""
+    message = f"must be at most {limit} bytes"
+    return Problem(
+        title="Content Too Large",
+        status=413,
+        detail=f"request body exceeds the limit of {limit} bytes",
+        instance=path,
+        errors=[FieldProblem(field=BODY_FIELD, message=message)],
+    )
+
+
+def declared_length(scope: Scope) -> int | None:
+    """The request's ``Content-Length``; None when absent, unreadable or with chunking."""
+    lengths: list[int] = []
+    for name, value in scope.get("headers") or []:
+        lowered = name.lower()
+        if lowered == b"transfer-encoding":
+            return None  # the framing overrides any Content-Length (RFC 9112 6.3)
+        if lowered == b"content-length":
+            text = value.strip()
+            if not text.isdigit():
+                return None
+            lengths.append(int(text))
+    return max(lengths) if lengths else None
+
+
+class LimitBody:
+    """ASGI middleware: a request body over ``max_body_bytes`` is a 413 problem.
+
+    A declared ``Content-Length`` over the limit is refused before a byte is read. Any
+    other body is read here, counting bytes, and refused as soon as it passes the limit,
+    so nothing behind this middleware (routing, authentication, the handler) runs for it
+    and at most ``max_body_bytes`` are ever held. The server discards the unread rest.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+        if max_body_bytes < 1:
+            raise ValueError("max_body_bytes must be positive")
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = declared_length(scope)
+        if declared is not None and declared > self.max_body_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        # Read even a declared body here: the count must not depend on the server
+        # enforcing Content-Length, and the app sees only what passed.
+        messages: deque[Message] = deque()
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.request":
+                size += len(message.get("body", b""))
+                if size > self.max_body_bytes:
+                    await self._refuse(scope, receive, send)
+                    return
+            messages.append(message)
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return messages.popleft() if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        problem = too_large_problem(self.max_body_bytes, scope.get("path"))
+        await problem_response(problem)(scope, receive, send)

@@ -9,7 +9,14 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from shared.http import ReadinessCheck, RejectNul, install_health, install_problem_handlers
+from shared.http import (
+    DEFAULT_MAX_BODY_BYTES,
+    LimitBody,
+    ReadinessCheck,
+    RejectNul,
+    install_health,
+    install_problem_handlers,
+)
 from shared.logging import correlation_id
 from shared.metrics import PlumbingMetrics, install_metrics
 
@@ -24,14 +31,20 @@ def create_app(
     lifespan: Lifespan,
     metrics: PlumbingMetrics,
     readiness: ReadinessCheck,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
-    """A FastAPI app with problem+json errors, health, metrics and correlation ids."""
+    """A FastAPI app with problem+json errors, health, metrics, correlation ids and a
+    request body limit (413 over ``max_body_bytes``)."""
     app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
     install_problem_handlers(app)
     app.add_middleware(RejectNul)
     install_health(app, readiness)
+    # The last added runs first: Correlate, CountRequests, LimitBody, RejectNul, routes.
+    # The limit sits just inside correlation ids and request counting (neither reads the
+    # body), so a 413 is correlated and counted, and comes before anything that reads
+    # the body or authenticates.
+    app.add_middleware(LimitBody, max_body_bytes=max_body_bytes)
     install_metrics(app, metrics)
-
     app.add_middleware(Correlate)
     return app
 

@@ -47,6 +47,7 @@ def bootstrap(settings: CheckpointSettings, *, clock: Callable[[], datetime] = u
         lifespan=kit.lifespan(),
         metrics=metrics.plumbing,
         readiness=kit.ready,
+        max_body_bytes=settings.http_max_body_bytes,
     )
     app.state.ctx = ctx
     app.state.kit = kit

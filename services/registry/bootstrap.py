@@ -86,6 +86,7 @@ def bootstrap(settings: RegistrySettings, *, clock: Callable[[], datetime] = utc
         lifespan=kit.lifespan(),
         metrics=metrics.plumbing,
         readiness=kit.ready,
+        max_body_bytes=settings.http_max_body_bytes,
     )
     app.state.ctx = ctx
     app.state.kit = kit

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
 from shared.auth import Role
+from shared.records.common import LANGUAGES, LongText
 
 LString = dict[str, str]
+# A revocation reason becomes the record's amendmentDescription, so the same bounds.
+ReasonLString = Annotated[dict[str, LongText], Field(min_length=1, max_length=len(LANGUAGES))]
 
 
 class ApiModel(BaseModel):
@@ -61,7 +64,7 @@ class PublishResult(ApiModel):
 class RevokeBody(BaseModel):
     """Revocation reason, as an lstring (e.g. ``{"en": "permit withdrawn"}``)."""
 
-    reason: LString = Field(min_length=1)
+    reason: ReasonLString
 
 
 class RejectBody(BaseModel):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import re
 from datetime import date, datetime
-from typing import Annotated, Any, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, Self, get_args
 
 from pydantic import (
     AfterValidator,
@@ -17,8 +17,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
@@ -27,6 +29,18 @@ from shared.uid import BadReference, parse_reference
 Language = Literal["en", "fr", "es", "ru", "zh", "ar"]
 LANGUAGES: tuple[str, ...] = get_args(Language)
 MAX_DESCRIPTION_CHARS = 300
+
+# Size limits, so that one field cannot be huge and a whole record always fits in one
+# Kafka message (1 MiB by default) with room to spare.
+MAX_ID_CHARS = 128  # identifiers, codes and language tags
+MAX_EMAIL_CHARS = 320  # 64 (local part) + "@" + 255 (domain)
+MAX_URL_CHARS = 4_096  # longer than any real document link, signed URLs included
+MAX_NAME_CHARS = 2_000  # names, titles and other short free text
+MAX_TEXT_CHARS = 100_000  # descriptions and other long free text (per language)
+MAX_ITEMS = 1_000  # entries of any list
+# A record as UTF-8 JSON. An event carries the record and at most a copy of one of its
+# fields (an IRCC's amendment reason), so 2 x 384 KiB plus the envelope stays < 1 MiB.
+MAX_RECORD_BYTES = 384 * 1024
 
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _COUNTRY = re.compile(r"[A-Za-z]{2}")
@@ -117,10 +131,12 @@ def unique_emails(values: list[str] | None) -> list[str]:
 def _check_languages(value: dict[str, str]) -> dict[str, str]:
     unknown = sorted(set(value) - set(LANGUAGES))
     if unknown:
+        # Keys are unbounded input: name a few, shortened, not all of them.
+        shown = ", ".join(repr(key[:20]) for key in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
         raise rule_error(
             "lstring_language",
-            f"unknown language key(s) {', '.join(map(repr, unknown))}; "
-            f"expected {', '.join(LANGUAGES)}",
+            f"unknown language key(s) {shown}{more}; expected {', '.join(LANGUAGES)}",
         )
     return value
 
@@ -160,10 +176,26 @@ def _optional_iso_date(value: object) -> object:
     return None if value is None or value == "" else _iso_date(value)
 
 
-LString = Annotated[dict[str, str], AfterValidator(_check_languages)]
+Code = Annotated[str, StringConstraints(max_length=MAX_ID_CHARS)]
+ShortText = Annotated[str, StringConstraints(max_length=MAX_NAME_CHARS)]
+LongText = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
+# lstrings: at most one value per language (unknown keys are refused), each bounded.
+LString = Annotated[
+    dict[str, LongText], Field(max_length=MAX_ITEMS), AfterValidator(_check_languages)
+]
 RequiredLString = Annotated[LString, AfterValidator(_require_text)]
-NonBlank = Annotated[str, AfterValidator(_not_blank)]
-Email = Annotated[str, AfterValidator(_email)]
+ShortLString = Annotated[
+    dict[str, ShortText], Field(max_length=MAX_ITEMS), AfterValidator(_check_languages)
+]
+RequiredShortLString = Annotated[ShortLString, AfterValidator(_require_text)]
+NonBlank = Annotated[str, StringConstraints(max_length=MAX_NAME_CHARS), AfterValidator(_not_blank)]
+NonBlankCode = Annotated[
+    str, StringConstraints(max_length=MAX_ID_CHARS), AfterValidator(_not_blank)
+]
+Url = Annotated[str, StringConstraints(max_length=MAX_URL_CHARS), AfterValidator(_not_blank)]
+Email = Annotated[str, StringConstraints(max_length=MAX_EMAIL_CHARS), AfterValidator(_email)]
+ShortTexts = Annotated[list[ShortText], Field(max_length=MAX_ITEMS)]
+Codes = Annotated[list[Code], Field(max_length=MAX_ITEMS)]
 IsoDate = Annotated[date, BeforeValidator(_iso_date)]
 OptionalDate = Annotated[date | None, BeforeValidator(_optional_iso_date)]
 
@@ -177,8 +209,8 @@ class Part(BaseModel):
 class Term(Part):
     """Thesaurus term or country: ``{identifier, customValue?}``."""
 
-    identifier: NonBlank
-    customValue: LString | None = None
+    identifier: NonBlankCode
+    customValue: ShortLString | None = None
 
 
 class CountryTerm(Term):
@@ -195,7 +227,7 @@ class CountryTerm(Term):
 class Reference(Part):
     """Link to another record: ``{identifier: "<id>[@<revision>]"}`` ([C3])."""
 
-    identifier: str
+    identifier: str  # parse_reference bounds it (1-128 characters and a revision)
 
     @field_validator("identifier")
     @classmethod
@@ -220,11 +252,11 @@ class Reference(Part):
 class Link(Part):
     """A URL with optional display name, tags and language."""
 
-    url: NonBlank
-    name: str | None = None
-    tag: str | None = None
-    tags: list[str] | None = None
-    language: str | None = None
+    url: Url
+    name: ShortText | None = None
+    tag: ShortText | None = None
+    tags: ShortTexts | None = None
+    language: Code | None = None
 
 
 class MapLocation(Part):
@@ -235,14 +267,20 @@ class MapLocation(Part):
     lng: float = Field(allow_inf_nan=False)
 
 
+References = Annotated[list[Reference], Field(max_length=MAX_ITEMS)]
+Links = Annotated[list[Link], Field(max_length=MAX_ITEMS)]
+Terms = Annotated[list[Term], Field(max_length=MAX_ITEMS)]
+Countries = Annotated[list[CountryTerm], Field(max_length=MAX_ITEMS)]
+
+
 class Header(Part):
     """Record envelope; ``schema`` is held as ``schema_name`` (``BaseModel.schema`` exists)."""
 
     model_config = ConfigDict(extra="allow", populate_by_name=True, serialize_by_alias=True)
 
     identifier: str = Field(pattern=r"^[A-Za-z0-9_-]{11,128}$")
-    schema_name: str = Field(alias="schema")
-    languages: list[Language] = Field(min_length=1)
+    schema_name: Code = Field(alias="schema")
+    languages: list[Language] = Field(min_length=1, max_length=len(LANGUAGES))
 
 
 class Record(BaseModel):
@@ -270,6 +308,20 @@ class Record(BaseModel):
             )
             errors.raise_if_any("Header")
         return header
+
+    @model_validator(mode="after")
+    def _fits_in_a_message(self) -> Self:
+        # Unknown keys are kept (extra="allow"), so field limits alone bound nothing.
+        size = len(self.model_dump_json(by_alias=True, exclude_none=True).encode())
+        if size > MAX_RECORD_BYTES:
+            errors = RuleErrors()
+            errors.add(
+                (),
+                f"the record is {size} bytes as JSON; at most {MAX_RECORD_BYTES} are accepted",
+                kind="record_too_large",
+            )
+            errors.raise_if_any(type(self).__name__)
+        return self
 
     def dump(self) -> dict[str, Any]:
         """JSON-ready dict in the real ABSCH shape; absent optional fields are omitted."""

@@ -8,16 +8,20 @@ from typing import Self
 from pydantic import Field, StrictBool, model_validator
 
 from shared.records.common import (
-    CountryTerm,
-    Link,
+    Countries,
+    Links,
+    LongText,
     LString,
     MapLocation,
     NationalRecord,
     OptionalDate,
     Reference,
+    References,
     RequiredLString,
+    RequiredShortLString,
     RuleErrors,
-    Term,
+    ShortLString,
+    Terms,
     is_missing,
 )
 
@@ -48,31 +52,31 @@ class AbsCheckpointCommunique(NationalRecord):
 
     SCHEMA = "absCheckpointCommunique"
 
-    title: RequiredLString
-    absCheckpoints: list[Reference] = Field(min_length=1)
+    title: RequiredShortLString
+    absCheckpoints: References = Field(min_length=1)
     absIRCCsNotAvailable: StrictBool | None = None
-    absIRCCs: list[Reference] | None = None
-    sourceCountries: list[CountryTerm] | None = None
+    absIRCCs: References | None = None
+    sourceCountries: Countries | None = None
     subjectMatter: LString | None = None
-    specimens: list[Link] | None = None
-    taxonomies: list[Link] | None = None
-    gisFiles: list[Link] | None = None
+    specimens: Links | None = None
+    taxonomies: Links | None = None
+    gisFiles: Links | None = None
     gisMapCenter: MapLocation | None = None
-    keywords: list[Term] | None = None
-    keywordOther: LString | None = None
+    keywords: Terms | None = None
+    keywordOther: ShortLString | None = None
     evidenceOfPIC: LString | None = None
     entityWhoGrantedPIC: Reference | None = None
     entityToWhomPICGranted: Reference | None = None
     evidenceOfMAT: LString | None = None
     dateOfAccess: OptionalDate = None
     description: RequiredLString
-    personsAtCheckpoint: list[Reference] | None = None
+    personsAtCheckpoint: References | None = None
     dateCollected: OptionalDate = None
     dateCollectedFrom: OptionalDate = None
     dateCollectedTo: OptionalDate = None
     relevantInformation: LString | None = None
-    relevantDocuments: list[Link] | None = None
-    notes: str | None = None
+    relevantDocuments: Links | None = None
+    notes: LongText | None = None
 
     @model_validator(mode="after")
     def _rules(self) -> Self:

@@ -3,23 +3,32 @@
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import Field, StrictBool, model_validator
 
 from shared.records.common import (
     MAX_DESCRIPTION_CHARS,
+    MAX_ITEMS,
+    Code,
+    Codes,
     CountryTerm,
     Email,
-    Link,
+    Links,
+    LongText,
     LString,
     NationalRecord,
     NonBlank,
     Record,
     Reference,
-    RequiredLString,
+    References,
+    RequiredShortLString,
     RuleErrors,
+    ShortLString,
+    ShortText,
+    ShortTexts,
     Term,
+    Terms,
     is_missing,
     too_long,
     unique_emails,
@@ -36,8 +45,8 @@ ABS_NFP_CODES = frozenset({"NP-FP", "ABS-FP"})
 
 _TOO_LONG = f"must be at most {MAX_DESCRIPTION_CHARS} characters of text"
 
-Phones = list[NonBlank]
-Emails = list[Email]
+Phones = Annotated[list[NonBlank], Field(max_length=MAX_ITEMS)]
+Emails = Annotated[list[Email], Field(max_length=MAX_ITEMS)]
 
 
 class AbsCheckpoint(NationalRecord):
@@ -48,15 +57,15 @@ class AbsCheckpoint(NationalRecord):
 
     SCHEMA = "absCheckpoint"
 
-    name: RequiredLString
+    name: RequiredShortLString
     responsibilities: LString | None = None
     jurisdiction: Term | None = None
-    jurisdictionName: LString | None = None
+    jurisdictionName: ShortLString | None = None
     informAllAuthorities: StrictBool
-    contactsToInform: list[Reference] | None = None
+    contactsToInform: References | None = None
     relevantInformation: LString | None = None
-    relevantDocuments: list[Link] | None = None
-    notes: str | None = None
+    relevantDocuments: Links | None = None
+    notes: LongText | None = None
 
     @model_validator(mode="after")
     def _rules(self) -> Self:
@@ -80,28 +89,28 @@ class Authority(NationalRecord):
 
     SCHEMA = "authority"
 
-    name: RequiredLString
-    address: LString | None = None
-    city: RequiredLString
-    state: LString | None = None
-    postalCode: LString | None = None
+    name: RequiredShortLString
+    address: ShortLString | None = None
+    city: RequiredShortLString
+    state: ShortLString | None = None
+    postalCode: ShortLString | None = None
     country: CountryTerm
     phones: Phones = Field(min_length=1)
-    faxes: list[str] | None = None
+    faxes: ShortTexts | None = None
     email_list: Emails = Field(alias="emails", min_length=1)
-    websites: list[Link] | None = None
-    contacts: list[Reference] | None = None
+    websites: Links | None = None
+    contacts: References | None = None
     responsibleForAll: StrictBool
     responsibilities: LString | None = None
     policyBasisForCompetency: LString | None = None
-    policyBasisForCompetencyRef: list[Reference] | None = None
-    absJurisdiction: list[Term] | None = None
-    absJurisdictionName: LString | None = None
-    absGeneticResourceTypes: list[Term] | None = None
-    absGeneticResourceAreas: list[Term] | None = None
+    policyBasisForCompetencyRef: References | None = None
+    absJurisdiction: Terms | None = None
+    absJurisdictionName: ShortLString | None = None
+    absGeneticResourceTypes: Terms | None = None
+    absGeneticResourceAreas: Terms | None = None
     relevantInformation: LString | None = None
-    relevantDocuments: list[Link] | None = None
-    notes: str | None = None
+    relevantDocuments: Links | None = None
+    notes: LongText | None = None
 
     @model_validator(mode="after")
     def _rules(self) -> Self:
@@ -125,30 +134,30 @@ class Contact(Record):
 
     government: CountryTerm | None = None
     type: Literal["person", "organization"]
-    prefix: LString | None = None
-    firstName: str | None = None
-    middleName: str | None = None
-    lastName: str | None = None
+    prefix: ShortLString | None = None
+    firstName: ShortText | None = None
+    middleName: ShortText | None = None
+    lastName: ShortText | None = None
     gender: Term | None = None
-    designation: LString | None = None
-    department: LString | None = None
+    designation: ShortLString | None = None
+    department: ShortLString | None = None
     contactOrganization: Reference | None = None
-    organization: LString | None = None
-    organizationAcronym: LString | None = None
+    organization: ShortLString | None = None
+    organizationAcronym: ShortLString | None = None
     organizationType: Term | None = None
-    address: LString | None = None
-    city: LString | None = None
-    state: LString | None = None
-    postalCode: LString | None = None
+    address: ShortLString | None = None
+    city: ShortLString | None = None
+    state: ShortLString | None = None
+    postalCode: ShortLString | None = None
     country: CountryTerm | None = None
-    phones: list[str] | None = None
-    faxes: list[str] | None = None
+    phones: ShortTexts | None = None
+    faxes: ShortTexts | None = None
     email_list: Emails = Field(alias="emails", min_length=1)
-    websites: list[Link] | None = None
-    addressType: str | None = None
+    websites: Links | None = None
+    addressType: ShortText | None = None
     relevantInformation: LString | None = None
-    relevantDocuments: list[Link] | None = None
-    notes: str | None = None
+    relevantDocuments: Links | None = None
+    notes: LongText | None = None
 
     @model_validator(mode="after")
     def _rules(self) -> Self:
@@ -170,30 +179,30 @@ class FocalPoint(NationalRecord):
 
     SCHEMA = "focalPoint"
 
-    categories: list[str] | None = None
-    type: list[str] | str | None = None
-    title: LString | None = None
-    description: str | None = None
-    firstName: str | None = None
-    middleName: str | None = None
-    lastName: str | None = None
+    categories: Codes | None = None
+    type: Codes | Code | None = None
+    title: ShortLString | None = None
+    description: LongText | None = None
+    firstName: ShortText | None = None
+    middleName: ShortText | None = None
+    lastName: ShortText | None = None
     gender: Term | None = None
-    organization: LString | None = None
-    organizationAcronym: LString | None = None
+    organization: ShortLString | None = None
+    organizationAcronym: ShortLString | None = None
     organizationType: Term | None = None
-    designation: LString | None = None
-    department: LString | None = None
-    addressLine1: LString | None = None
-    addressLine2: LString | None = None
-    city: LString | None = None
-    state: LString | None = None
-    postalCode: LString | None = None
+    designation: ShortLString | None = None
+    department: ShortLString | None = None
+    addressLine1: ShortLString | None = None
+    addressLine2: ShortLString | None = None
+    city: ShortLString | None = None
+    state: ShortLString | None = None
+    postalCode: ShortLString | None = None
     country: CountryTerm | None = None
-    phones: list[str] | None = None
-    mobiles: list[str] | None = None
-    faxes: list[str] | None = None
+    phones: ShortTexts | None = None
+    mobiles: ShortTexts | None = None
+    faxes: ShortTexts | None = None
     email_list: Emails = Field(alias="emails", min_length=1)
-    websites: list[Link] | None = None
+    websites: Links | None = None
 
     def codes(self) -> set[str]:
         """Focal point type codes from ``categories`` and ``type``, upper-case."""

@@ -9,15 +9,18 @@ from pydantic import StrictBool, StrictInt, ValidationInfo, field_validator, mod
 
 from shared.records.common import (
     IsoDate,
-    Link,
+    Links,
+    LongText,
     LString,
     MapLocation,
     NationalRecord,
     OptionalDate,
     Reference,
-    RequiredLString,
+    References,
+    RequiredShortLString,
     RuleErrors,
-    Term,
+    ShortLString,
+    Terms,
     is_missing,
     rule_error,
 )
@@ -49,40 +52,40 @@ class AbsPermit(NationalRecord):
     SCHEMA = "absPermit"
 
     absCNA: Reference
-    title: RequiredLString
-    referenceToNationalPermit: LString | None = None
+    title: RequiredShortLString
+    referenceToNationalPermit: ShortLString | None = None
     dateOfIssuance: IsoDate
     dateOfExpiry: OptionalDate = None
-    providers: list[Reference] | None = None
+    providers: References | None = None
     providersConfidential: StrictBool | None = None
     picGranted: StrictBool
     picInformation: LString | None = None
-    picDocuments: list[Link] | None = None
-    entitiesToWhomPICGranted: list[Reference] | None = None
+    picDocuments: Links | None = None
+    entitiesToWhomPICGranted: References | None = None
     entitiesToWhomPICGrantedConfidential: StrictBool | None = None
     matEstablished: StrictBool
     matInformation: LString | None = None
-    matDocuments: list[Link] | None = None
+    matDocuments: Links | None = None
     subjectMatter: LString | None = None
     subjectMatterConfidential: StrictBool | None = None
-    keywords: list[Term] | None = None
-    keywordOther: LString | None = None
-    specimens: list[Link] | None = None
-    taxonomies: list[Link] | None = None
-    gisFiles: list[Link] | None = None
+    keywords: Terms | None = None
+    keywordOther: ShortLString | None = None
+    specimens: Links | None = None
+    taxonomies: Links | None = None
+    gisFiles: Links | None = None
     gisMapCenter: MapLocation | None = None
-    usages: list[Term] | None = None
+    usages: Terms | None = None
     usagesConfidential: StrictBool | None = None
     usagesDescription: LString | None = None
     thirdPartyTransferCondition: LString | None = None
-    permitFiles: list[Link] | None = None
+    permitFiles: Links | None = None
     permitDescription: LString | None = None
-    relatedIRCCs: list[Reference] | None = None
+    relatedIRCCs: References | None = None
     amendmentIntent: StrictInt | None = None
     amendmentDescription: LString | None = None
     relevantInformation: LString | None = None
-    relevantDocuments: list[Link] | None = None
-    notes: str | None = None
+    relevantDocuments: Links | None = None
+    notes: LongText | None = None
 
     @field_validator("picGranted", "matEstablished")
     @classmethod
