@@ -138,9 +138,14 @@ class Health(BaseModel):
 
     status: str
     checks: dict[str, bool] = {}
+    details: dict[str, str] = {}
 
 
-def install_health(app: FastAPI, readiness: ReadinessCheck) -> None:
+def install_health(
+    app: FastAPI,
+    readiness: ReadinessCheck,
+    details: Callable[[], dict[str, str]] | None = None,
+) -> None:
     """``/healthz`` (process alive) and ``/readyz`` (dependencies reachable)."""
 
     @app.get("/healthz", tags=["health"], response_model=Health)
@@ -150,10 +155,15 @@ def install_health(app: FastAPI, readiness: ReadinessCheck) -> None:
 
     @app.get("/readyz", tags=["health"], response_model=Health, responses={503: {"model": Health}})
     async def readyz() -> JSONResponse:
-        """Database and broker reachable."""
+        """Every check passes: database, broker, consumers polling, outbox not ageing (503
+        names the failing checks, with a detail line for each)."""
         checks = await readiness()
         ok = all(checks.values())
-        body = Health(status="ok" if ok else "unavailable", checks=checks)
+        body = Health(
+            status="ok" if ok else "unavailable",
+            checks=checks,
+            details=details() if details is not None else {},
+        )
         return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
 

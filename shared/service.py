@@ -32,13 +32,14 @@ def create_app(
     metrics: PlumbingMetrics,
     readiness: ReadinessCheck,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    readiness_details: Callable[[], dict[str, str]] | None = None,
 ) -> FastAPI:
     """A FastAPI app with problem+json errors, health, metrics, correlation ids and a
     request body limit (413 over ``max_body_bytes``)."""
     app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
     install_problem_handlers(app)
     app.add_middleware(RejectNul)
-    install_health(app, readiness)
+    install_health(app, readiness, readiness_details)
     # The last added runs first: Correlate, CountRequests, LimitBody, RejectNul, routes.
     # The limit sits just inside correlation ids and request counting (neither reads the
     # body), so a 413 is correlated and counted, and comes before anything that reads

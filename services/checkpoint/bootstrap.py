@@ -18,7 +18,6 @@ from shared.auth import JwksClient, TokenVerifier
 from shared.events import CloudEvent, Topic
 from shared.kit.assemble import Kit
 from shared.kit.consumer import Delivery, Tx
-from shared.service import create_app
 
 
 async def _on_directory(tx: Tx, event: CloudEvent[Any], _delivery: Delivery) -> None:
@@ -41,16 +40,11 @@ def bootstrap(settings: CheckpointSettings, *, clock: Callable[[], datetime] = u
     )
     # Every instance needs every checkpoint, hence a consumer group of its own.
     kit.consumer("view", [Topic.DIRECTORY], tx_handlers=DIRECTORY_HANDLERS, per_instance=True)
-    app = create_app(
+    app = kit.create_app(
         title="absch checkpoint",
         description=__doc__ or "",
-        lifespan=kit.lifespan(),
-        metrics=metrics.plumbing,
-        readiness=kit.ready,
-        max_body_bytes=settings.http_max_body_bytes,
     )
     app.state.ctx = ctx
-    app.state.kit = kit
     app.state.verifier = TokenVerifier(JwksClient(settings.jwks_url).key)
     install_error_mapping(app)
     app.include_router(router)

@@ -20,7 +20,6 @@ from services.registry.metrics import RegistryMetrics
 from services.registry.settings import RegistrySettings
 from shared.auth import TokenVerifier
 from shared.kit.assemble import Kit
-from shared.service import create_app
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 60.0
@@ -80,16 +79,11 @@ def bootstrap(settings: RegistrySettings, *, clock: Callable[[], datetime] = utc
         clock=clock,
     )
     kit.add_worker(Sweeper(ctx))
-    app = create_app(
+    app = kit.create_app(
         title="absch registry",
         description=__doc__ or "",
-        lifespan=kit.lifespan(),
-        metrics=metrics.plumbing,
-        readiness=kit.ready,
-        max_body_bytes=settings.http_max_body_bytes,
     )
     app.state.ctx = ctx
-    app.state.kit = kit
     install_error_mapping(app)
     app.include_router(router)
     app.include_router(well_known)

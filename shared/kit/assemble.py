@@ -27,7 +27,7 @@ from shared.kit.offsets import offsets_table
 from shared.kit.outbox import OutboxRelay
 from shared.kit.readiness import Readiness, Thresholds
 from shared.metrics import PlumbingMetrics
-from shared.service import Lifespan
+from shared.service import Lifespan, create_app
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -151,6 +151,27 @@ class Kit:
     def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
         """Close an adapter (a mailer, say) after everything else stopped."""
         self.closers.append(closer)
+
+    def create_app(
+        self,
+        *,
+        title: str,
+        description: str,
+        before_start: Callable[[], Awaitable[None]] | None = None,
+    ) -> FastAPI:
+        """The service's FastAPI app: health, readiness with details, metrics, limits, and
+        this kit's lifespan."""
+        app = create_app(
+            title=title,
+            description=description,
+            lifespan=self.lifespan(before_start=before_start),
+            metrics=self.metrics,
+            readiness=self.ready,
+            readiness_details=self.readiness.details,
+            max_body_bytes=self.settings.http_max_body_bytes,
+        )
+        app.state.kit = self
+        return app
 
     async def ready(self) -> dict[str, bool]:
         """The readiness checks' last outcomes (``/readyz``)."""
