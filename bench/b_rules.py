@@ -40,7 +40,7 @@ from services.monitor.worker import MonitorWorker
 from shared.db import create_engine, create_schema, session_factory
 from shared.events import CloudEvent, decode_event, new_event
 from shared.events.models import CpcPublished, DirectoryRecordPublished, IrccEvent
-from shared.kafka.consumer import Delivery
+from shared.kit.consumer import Delivery
 from shared.kafka.producer import EventProducer
 from shared.outbox import OutboxRelay
 from tools.scratch_db import scratch_databases

@@ -1,11 +1,9 @@
-"""Composition root of the monitor: stream processor, case projection, API, dashboard."""
+"""Composition root of the monitor: checking worker, cases, API, dashboard."""
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,14 +18,12 @@ from services.monitor.metrics import MonitorMetrics
 from services.monitor.settings import MonitorSettings
 from services.monitor.worker import MonitorWorker
 from shared.auth import JwksClient, TokenVerifier
-from shared.db import create_engine, create_schema, ping, session_factory
-from shared.events import CloudEvent, Topic, all_topics, topic_name
-from shared.kafka.admin import connect_producer
-from shared.kafka.consumer import Delivery, EventConsumer, Handler
+from shared.events import CloudEvent, Topic
 from shared.kafka.follower import TopicFollower
-from shared.kafka.producer import EventProducer
-from shared.outbox import OutboxRelay
-from shared.service import create_app
+from shared.kit.assemble import Kit
+from shared.kit.consumer import Delivery
+
+CHECKED_TYPES = ("ircc.published", "ircc.amended", "ircc.revoked", "cpc.published")
 
 
 def utc_now() -> datetime:
@@ -46,20 +42,17 @@ def _total(counter: Any, label: str) -> dict[str, float]:
 
 
 def bootstrap(settings: MonitorSettings, *, clock: Callable[[], datetime] = utc_now) -> FastAPI:
-    """The monitor app; its lifespan runs the checking worker and the case projection."""
+    """The monitor app; its kit runs the checking consumer, the case consumer and the
+    recheck timer."""
     metrics = MonitorMetrics(CollectorRegistry())
-    engine = create_engine(settings.database_url)
-    sessions = session_factory(engine)
+    kit = Kit(settings, metrics.plumbing, Base.metadata, outbox=OutboxRow)
+    assert kit.relay is not None
     prefix = settings.kafka_topic_prefix
-    producer = EventProducer(
-        settings.kafka_bootstrap, client_id="monitor", metrics=metrics.plumbing
-    )
-    relay = OutboxRelay(sessions, OutboxRow, producer, metrics.plumbing)
-    cases = CaseStore(sessions, relay, prefix, clock)
-    view = CheckpointView()
+    cases = CaseStore(kit.sessions, kit.relay, prefix, clock)
+    view = CheckpointView(kit.sessions)
     worker = MonitorWorker(
-        sessions=sessions,
-        relay=relay,
+        sessions=kit.sessions,
+        relay=kit.relay,
         metrics=metrics,
         checkpoints=view,
         clock=clock,
@@ -70,33 +63,34 @@ def bootstrap(settings: MonitorSettings, *, clock: Callable[[], datetime] = utc_
     view.listeners.append(worker.recheck_checkpoint)
     follower = TopicFollower(
         settings.kafka_bootstrap,
-        topic_name(Topic.DIRECTORY, prefix),
+        kit.topic(Topic.DIRECTORY),
         view.apply,
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )
 
-    def consumer(topics: list[Topic], suffix: str, handler: Handler) -> EventConsumer:
-        return EventConsumer(
-            bootstrap=settings.kafka_bootstrap,
-            topics=[topic_name(t, prefix) for t in topics],
-            group_id=f"{prefix}{settings.consumer_group}{suffix}",
-            handler=handler,
-            producer=producer,
-            metrics=metrics.plumbing,
-            client_id=f"monitor{suffix}",
-            partitions=settings.kafka_partitions,
-            replication=settings.kafka_replication,
-            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
-        )
+    async def directory_read() -> tuple[bool, str]:
+        return follower.caught_up, "read to its end" if follower.caught_up else "still reading"
 
-    checking = consumer([Topic.IRCC, Topic.CPC], "", worker.on_event)
+    kit.readiness.add("directory", directory_read)
+    # Findings, cases and their events commit with the consumed offset.
+    checking = kit.consumer(
+        "checking",
+        [Topic.IRCC, Topic.CPC],
+        tx_handlers=dict.fromkeys(CHECKED_TYPES, worker.on_event_tx),
+        group_suffix="",
+    )
 
-    async def on_case_event(event: CloudEvent[Any], _delivery: Delivery) -> None:
-        if event.type == "notification.failed":
-            metrics.delivery_failures.inc()
+    async def on_delivery_failed(event: CloudEvent[Any], _delivery: Delivery) -> None:
+        metrics.delivery_failures.inc()
         await cases.on_event(event)
 
-    projection = consumer([Topic.DISCREPANCY, Topic.NOTIFICATION], "-cases", on_case_event)
+    kit.consumer(
+        "cases",
+        [Topic.NOTIFICATION],
+        handlers={"notification.failed": on_delivery_failed},
+    )
+    kit.add_worker(follower)
+    kit.add_worker(worker)
 
     def live_numbers() -> dict[str, Any]:
         lag = sum(s.value for m in metrics.plumbing.lag.collect() for s in m.samples)
@@ -107,49 +101,7 @@ def bootstrap(settings: MonitorSettings, *, clock: Callable[[], datetime] = utc_
             "flagged": _total(metrics.flagged, "rule"),
         }
 
-    async def readiness() -> dict[str, bool]:
-        return {
-            "database": await ping(engine),
-            "broker": projection.connected,
-            "stream": checking.connected,
-        }
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await create_schema(engine, Base.metadata)
-        setup = asyncio.create_task(
-            connect_producer(
-                producer,
-                settings.kafka_bootstrap,
-                all_topics(prefix),
-                partitions=settings.kafka_partitions,
-                replication=settings.kafka_replication,
-            )
-        )
-        relay.start()
-        follower.start()
-        projection.start()
-        checking.start()
-        worker.start()
-        try:
-            yield
-        finally:
-            await worker.stop()
-            await checking.stop()
-            await projection.stop()
-            await follower.stop()
-            setup.cancel()
-            await relay.stop()
-            await producer.stop()
-            await engine.dispose()
-
-    app = create_app(
-        title="absch monitor",
-        description=__doc__ or "",
-        lifespan=lifespan,
-        metrics=metrics.plumbing,
-        readiness=readiness,
-    )
+    app = kit.create_app(title="absch monitor", description=__doc__ or "", before_start=view.load)
     app.state.cases = cases
     app.state.worker = worker
     app.state.checking = checking

@@ -1,8 +1,11 @@
-"""Discrepancy cases: the projection of ``absch.discrepancy.v1`` and the people's actions.
+"""Discrepancy cases: opened and cleared with their findings, worked by people.
 
-Flagged discrepancies open a case, cleared ones close it as ``cleared``; the provider
-country's CNA or NFP acknowledges, resolves (with a note) or reopens it. Every action is a
-``discrepancy.case_updated`` event, committed with the case through the outbox.
+A flagged finding opens its case and a cleared one sets it ``cleared``, in the checking
+worker's transaction that stores the finding and stages its ``discrepancy.*`` event
+(:func:`apply_finding_event`). The provider country's CNA or NFP acknowledges, resolves
+(with a note) or reopens it; every action is a ``discrepancy.case_updated`` event,
+committed with the case through the outbox. ``notification.failed`` events are kept for
+the dashboard.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from shared.events import CloudEvent, Topic, new_event
 from shared.events.models import DiscrepancyEvent, NotificationOutcome
 from shared.outbox import OutboxRelay, stage
 
+FINDING_EVENTS = {"discrepancy.flagged": "open", "discrepancy.cleared": "cleared"}  # -> status
 ACTIONS: dict[str, tuple[frozenset[str], str]] = {
     "acknowledge": (frozenset({"open"}), "acknowledged"),
     "resolve": (frozenset({"open", "acknowledged"}), "resolved"),
@@ -50,46 +54,14 @@ class CaseStore:
     clock: Callable[[], datetime]
 
     async def on_event(self, event: CloudEvent[Any]) -> None:
-        """Project discrepancy and notification events (idempotent on event id)."""
-        if isinstance(event.data, NotificationOutcome):
-            if event.type == "notification.failed":
-                await self._failure(event)
-            return
-        if not isinstance(event.data, DiscrepancyEvent) or event.type == "discrepancy.case_updated":
-            return  # case updates are written by the API that emits them
-        data: DiscrepancyEvent = event.data
-        async with self.sessions() as session:
-            case = await session.get(CaseRow, data.id)
-            if case is not None and case.last_event_id == event.id:
-                return
-            status = "cleared" if event.type == "discrepancy.cleared" else "open"
-            if case is None:
-                case = CaseRow(
-                    id=data.id,
-                    rule=data.rule,
-                    cpc_uid=data.cpc_uid,
-                    ircc_uid=data.ircc_uid,
-                    provider_country=data.provider_country,
-                    user_country=data.user_country,
-                    evidence=data.evidence,
-                    status=status,
-                    history=[],
-                    last_event_id=event.id,
-                    flagged_at=event.time,
-                    updated_at=event.time,
-                )
-                session.add(case)
-            case.status, case.last_event_id, case.updated_at = status, event.id, event.time
-            case.history = [
-                *case.history,
-                {
-                    "at": event.time.isoformat(),
-                    "actor": "monitor",
-                    "action": event.type.split(".")[1],
-                    "status": status,
-                },
-            ]
-            await session.commit()
+        """Keep ``notification.failed`` events (idempotent on event id).
+
+        ``discrepancy.*`` events are ignored: the checking worker opens and clears cases
+        in the transaction that raises their findings (:func:`apply_finding_event`), and
+        people's actions write theirs, so reading them back here would only repeat them.
+        """
+        if isinstance(event.data, NotificationOutcome) and event.type == "notification.failed":
+            await self._failure(event)
 
     async def _failure(self, event: CloudEvent[Any]) -> None:
         data: NotificationOutcome = event.data
@@ -112,7 +84,7 @@ class CaseStore:
         """Apply a person's action and emit ``discrepancy.case_updated``."""
         allowed_from, target = ACTIONS[action]
         async with self.sessions() as session:
-            case = await session.get(CaseRow, case_id)
+            case = await session.get(CaseRow, case_id, with_for_update=True)
             if case is None or not can_see(principal, case):
                 raise CaseNotFound(case_id)
             if not principal.is_admin and principal.role not in {Role.CNA, Role.NFP}:
@@ -227,6 +199,49 @@ class CaseStore:
             "by_status": by_status,
             "failed_deliveries": int(failures or 0),
         }
+
+
+async def apply_finding_event(session: AsyncSession, event: CloudEvent[Any]) -> bool:
+    """Open (``discrepancy.flagged``) or clear (``discrepancy.cleared``) a finding's case in
+    the caller's transaction; True when the case changed.
+
+    Idempotent on the event id: the case remembers the last monitor event applied to it.
+    Other event types change nothing.
+    """
+    if event.type not in FINDING_EVENTS or not isinstance(event.data, DiscrepancyEvent):
+        return False
+    data: DiscrepancyEvent = event.data
+    case = await session.get(CaseRow, data.id, with_for_update=True)
+    if case is not None and case.last_event_id == event.id:
+        return False
+    status = FINDING_EVENTS[event.type]
+    if case is None:
+        case = CaseRow(
+            id=data.id,
+            rule=data.rule,
+            cpc_uid=data.cpc_uid,
+            ircc_uid=data.ircc_uid,
+            provider_country=data.provider_country,
+            user_country=data.user_country,
+            evidence=data.evidence,
+            status=status,
+            history=[],
+            last_event_id=event.id,
+            flagged_at=event.time,
+            updated_at=event.time,
+        )
+        session.add(case)
+    case.status, case.last_event_id, case.updated_at = status, event.id, event.time
+    case.history = [
+        *case.history,
+        {
+            "at": event.time.isoformat(),
+            "actor": "monitor",
+            "action": event.type.split(".")[1],
+            "status": status,
+        },
+    ]
+    return True
 
 
 READERS = frozenset({Role.NFP, Role.CNA, Role.PA, Role.NAU})

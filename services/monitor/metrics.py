@@ -6,6 +6,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from shared.metrics import LATENCY_BUCKETS, PlumbingMetrics
 
+RECHECK_REASONS = ("checkpoint", "grace")
+
 
 class MonitorMetrics:
     """Series of one monitor instance."""
@@ -58,3 +60,12 @@ class MonitorMetrics:
             "notification.failed events seen",
             registry=registry,
         )
+        self.rechecks = Counter(
+            "monitor_rechecks_total",
+            "Stored items looked at again: CPCs citing a changed checkpoint, items whose grace"
+            " period for an unknown reference ran out",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in RECHECK_REASONS:
+            self.rechecks.labels(reason)  # both series exist from the start

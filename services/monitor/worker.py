@@ -4,11 +4,11 @@
   (``absch-monitor``); offsets are committed after the event's transaction.
 - An IRCC event folds into the IRCC's state and re-evaluates every stored citation of it;
   a CPC stores one citation per cited IRCC plus the CPC itself and evaluates each.
-- Findings and the ``discrepancy.*`` events they cause are written in that same
-  transaction (the events through the outbox), so a crash either keeps both or neither:
-  a redelivered event finds its findings stored and raises nothing twice.
+- Findings, the cases they open or clear and the ``discrepancy.*`` events they cause are
+  written in that same transaction (the events through the outbox), so a crash keeps all
+  or none: a redelivered event finds its findings stored and raises nothing twice.
 - A timer looks again at items whose grace period for an unknown reference has passed;
-  a checkpoint change re-checks the CPCs that cite it.
+  a checkpoint change re-checks the CPCs that cite it (``monitor_rechecks_total``).
 
 Locks (``adapters/state.py``) make any number of workers on one database give the same
 results as one, whatever order events arrive in.
@@ -29,12 +29,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.monitor import evaluation as ev
 from services.monitor.adapters import state as store
 from services.monitor.adapters.tables import FindingsRow, OutboxRow
+from services.monitor.cases import apply_finding_event
 from services.monitor.directory import CheckpointView
 from services.monitor.domain import Finding, apply_ircc_event
 from services.monitor.metrics import MonitorMetrics
 from shared.events import CloudEvent, Topic, topic_name
 from shared.events.models import CpcPublished, IrccEvent
-from shared.kafka.consumer import Delivery
+from shared.kit.consumer import Delivery, Tx
 from shared.outbox import OutboxRelay, stage
 
 log = logging.getLogger(__name__)
@@ -87,54 +88,74 @@ class MonitorWorker:
                 await self._task
 
     async def on_event(self, event: CloudEvent[Any], _delivery: Delivery) -> None:
-        """Handle one consumed IRCC or CPC event (other types are ignored)."""
+        """Handle one IRCC or CPC event in a transaction of its own (other types ignored)."""
+        async with self._transaction() as (session, out):
+            await self._handle(session, out, event)
+
+    async def on_event_tx(self, tx: Tx, event: CloudEvent[Any], _delivery: Delivery) -> None:
+        """Handle one IRCC or CPC event in the consumer's transaction, beside its offset."""
+        start = time.perf_counter()
+        out: list[tuple[str, str]] = []
+        await self._handle(tx.session, out, event)
+        self.metrics.check_seconds.observe(time.perf_counter() - start)
+        tx.after_commit(lambda: self._committed(out))
+
+    async def _handle(
+        self, session: AsyncSession, out: list[tuple[str, str]], event: CloudEvent[Any]
+    ) -> None:
         data = event.data
         if isinstance(data, IrccEvent):
             self.metrics.events_seen.labels(event.type).inc()
-            await self._on_ircc(event.type, data)
+            await self._on_ircc(session, out, event.type, data)
         elif isinstance(data, CpcPublished):
             self.metrics.events_seen.labels(event.type).inc()
-            await self._on_cpc(data, event.time)
+            await self._on_cpc(session, out, data, event.time)
 
-    async def _on_ircc(self, event_type: str, data: IrccEvent) -> None:
+    async def _on_ircc(
+        self, session: AsyncSession, out: list[tuple[str, str]], event_type: str, data: IrccEvent
+    ) -> None:
         ident = data.identifier
-        async with self._transaction() as (session, out):
-            known = await store.lock_irccs(session, [ident])
-            state = apply_ircc_event(known.get(ident), event_type, data.model_dump(mode="json"))
-            await store.save_ircc(session, state)
-            now = self.clock()
-            citations = await store.citations_of(session, ident)
-            keys = [ev.citation_key(ident, c.cpc_uid) for c in citations]
-            rows = await store.findings_of(session, keys)
-            for key, citation in zip(keys, citations, strict=True):
-                findings, due = ev.citation_findings(citation, state, now=now, grace=self.grace)
-                self._apply(session, out, key, rows.get(key), findings, due)
+        known = await store.lock_irccs(session, [ident])
+        state = apply_ircc_event(known.get(ident), event_type, data.model_dump(mode="json"))
+        await store.save_ircc(session, state)
+        now = self.clock()
+        citations = await store.citations_of(session, ident)
+        keys = [ev.citation_key(ident, c.cpc_uid) for c in citations]
+        rows = await store.findings_of(session, keys)
+        for key, citation in zip(keys, citations, strict=True):
+            findings, due = ev.citation_findings(citation, state, now=now, grace=self.grace)
+            await self._apply(session, out, key, rows.get(key), findings, due)
 
-    async def _on_cpc(self, data: CpcPublished, received_at: datetime) -> None:
+    async def _on_cpc(
+        self,
+        session: AsyncSession,
+        out: list[tuple[str, str]],
+        data: CpcPublished,
+        received_at: datetime,
+    ) -> None:
         cited = cited_irccs(data.record)
-        async with self._transaction() as (session, out):
-            states = await store.lock_irccs(session, cited)
-            citations = {
-                ident: ev.Citation(data.uid, data.record, reference, received_at)
-                for ident, reference in cited.items()
-            }
-            keys = {ident: ev.citation_key(ident, data.uid) for ident in cited}
-            # Writes first: on SQLite they take the write lock before anything is read.
-            await store.put_cpc(session, data.uid, data.record, received_at)
-            await store.put_citations(session, citations)
-            rows = await store.findings_of(session, [*keys.values(), ev.CPC_KEY_PREFIX + data.uid])
-            now = self.clock()
-            for ident, citation in citations.items():
-                self.metrics.citations_checked.inc()
-                findings, due = ev.citation_findings(
-                    citation, states.get(ident), now=now, grace=self.grace
-                )
-                self._apply(session, out, keys[ident], rows.get(keys[ident]), findings, due)
-            self.metrics.cpcs_checked.inc()
-            cpc = {"cpc_uid": data.uid, "cpc": data.record, "received_at": received_at}
-            self._evaluate_cpc(session, out, cpc, rows.get(ev.CPC_KEY_PREFIX + data.uid))
+        states = await store.lock_irccs(session, cited)
+        citations = {
+            ident: ev.Citation(data.uid, data.record, reference, received_at)
+            for ident, reference in cited.items()
+        }
+        keys = {ident: ev.citation_key(ident, data.uid) for ident in cited}
+        # Writes first: on SQLite they take the write lock before anything is read.
+        await store.put_cpc(session, data.uid, data.record, received_at)
+        await store.put_citations(session, citations)
+        rows = await store.findings_of(session, [*keys.values(), ev.CPC_KEY_PREFIX + data.uid])
+        now = self.clock()
+        for ident, citation in citations.items():
+            self.metrics.citations_checked.inc()
+            findings, due = ev.citation_findings(
+                citation, states.get(ident), now=now, grace=self.grace
+            )
+            await self._apply(session, out, keys[ident], rows.get(keys[ident]), findings, due)
+        self.metrics.cpcs_checked.inc()
+        cpc = {"cpc_uid": data.uid, "cpc": data.record, "received_at": received_at}
+        await self._evaluate_cpc(session, out, cpc, rows.get(ev.CPC_KEY_PREFIX + data.uid))
 
-    def _evaluate_cpc(
+    async def _evaluate_cpc(
         self,
         session: AsyncSession,
         out: list[tuple[str, str]],
@@ -149,7 +170,7 @@ class MonitorWorker:
             now=self.clock(),
             grace=self.grace,
         )
-        self._apply(session, out, ev.CPC_KEY_PREFIX + cpc["cpc_uid"], row, findings, due)
+        await self._apply(session, out, ev.CPC_KEY_PREFIX + cpc["cpc_uid"], row, findings, due)
 
     async def recheck(self, item: str) -> None:
         """Evaluate one stored item (a citation or a CPC) again, under its lock."""
@@ -158,7 +179,7 @@ class MonitorWorker:
                 cpc = await store.lock_cpc(session, item.removeprefix(ev.CPC_KEY_PREFIX))
                 if cpc is not None:
                     row = (await store.findings_of(session, [item])).get(item)
-                    self._evaluate_cpc(session, out, cpc, row)
+                    await self._evaluate_cpc(session, out, cpc, row)
                 return
             ident, cpc_uid = ev.split_citation_key(item)
             state = (await store.lock_irccs(session, [ident])).get(ident)
@@ -167,13 +188,14 @@ class MonitorWorker:
                 findings, due = ev.citation_findings(
                     citation, state, now=self.clock(), grace=self.grace
                 )
-                self._apply(session, out, item, row, findings, due)
+                await self._apply(session, out, item, row, findings, due)
 
     async def recheck_checkpoint(self, identifier: str) -> None:
         """A checkpoint changed: look again at the stored CPCs that cite it."""
         async with self._sessions() as session:
             uids = await store.cpcs_citing_checkpoint(session, identifier)
         for uid in uids:
+            self.metrics.rechecks.labels("checkpoint").inc()
             await self.recheck(ev.CPC_KEY_PREFIX + uid)
 
     async def pending_items(self) -> int:
@@ -188,13 +210,17 @@ class MonitorWorker:
         out: list[tuple[str, str]] = []  # (flagged|cleared, rule)
         async with self._sessions() as session, session.begin():
             yield session, out
+        self._committed(out)
+        self.metrics.check_seconds.observe(time.perf_counter() - start)
+
+    def _committed(self, out: list[tuple[str, str]]) -> None:
+        """After a commit: move the flagged/cleared counters, wake the relay."""
         for kind, rule in out:
             (self.metrics.flagged if kind == "flagged" else self.metrics.cleared).labels(rule).inc()
         if out:
             self._relay.wake()
-        self.metrics.check_seconds.observe(time.perf_counter() - start)
 
-    def _apply(
+    async def _apply(
         self,
         session: AsyncSession,
         out: list[tuple[str, str]],
@@ -206,6 +232,7 @@ class MonitorWorker:
         change = ev.transition(row.stored if row else {}, findings)
         for event in change.events:
             stage(session, OutboxRow, self._topic, event, key=event.data.id)
+            await apply_finding_event(session, event)
         out += [("flagged", r) for r in change.flagged] + [("cleared", r) for r in change.cleared]
         store.save_findings(session, item, row, change.stored if change.events else None, due)
 
@@ -221,6 +248,7 @@ class MonitorWorker:
         async with self._sessions() as session:
             due = await store.due_items(session, self.clock())
         for item in due:
+            self.metrics.rechecks.labels("grace").inc()
             try:
                 await self.recheck(item)
             except Exception:

@@ -116,13 +116,16 @@ class Kit:
         handlers: Mapping[str, Handler] | None = None,
         tx_handlers: Mapping[str, TxHandler] | None = None,
         per_instance: bool = False,
+        group_suffix: str | None = None,
     ) -> SupervisedConsumer:
         """Declare a consumer of ``topics``: ``handlers`` run at least once and commit to
         Kafka after; ``tx_handlers`` write in the offset's transaction (exactly-once
         effects). ``per_instance`` gives each instance its own group (every instance reads
-        everything, e.g. a view)."""
+        everything, e.g. a view). The group is ``<consumer_group><group_suffix>``, with
+        ``-<name>`` as the suffix unless given (deployed groups keep their names)."""
         s = self.settings
-        group = f"{s.kafka_topic_prefix}{s.consumer_group}-{name}"
+        suffix = f"-{name}" if group_suffix is None else group_suffix
+        group = f"{s.kafka_topic_prefix}{s.consumer_group}{suffix}"
         if per_instance:
             group += f"-{s.instance_id}"
         consumer = SupervisedConsumer(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -298,8 +299,8 @@ class SupervisedConsumer:
 
     def _pause(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
         """Read ``offset`` again after a backoff; the partition's other messages wait."""
-        delay = self._backoff.get(tp, 0.1) * 2
-        delay = min(delay, self._retry_max)
+        delay = min(self._backoff.get(tp, 0.1) * 2, self._retry_max)
+        delay *= random.uniform(0.8, 1.2)  # instances that crossed don't meet again in step
         self._backoff[tp] = delay
         consumer.seek(tp, offset)
         consumer.pause(tp)

@@ -72,6 +72,9 @@ def _transient_here(exc: BaseException) -> bool:
             or "CannotConnectNow" in name
             or "AdminShutdown" in name
             or "TooManyConnections" in name
+            # two transactions crossed: either may succeed when tried again
+            or "Deadlock" in name
+            or "Serialization" in name
         )
     return isinstance(exc, ConnectionError | TimeoutError | asyncio.TimeoutError | OSError)
 

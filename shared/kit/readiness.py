@@ -28,6 +28,7 @@ from shared.metrics import PlumbingMetrics
 log = logging.getLogger(__name__)
 
 Check = Callable[[], Awaitable[tuple[bool, str]]]
+STARTUP_GRACE = 30.0  # a check failing since start is logged as an error after this
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class CheckState:
     ok: bool
     detail: str
     since: float = field(default_factory=time.monotonic)
+    logged: bool = False  # the failure was logged at error level
 
 
 class Readiness:
@@ -80,6 +82,7 @@ class Readiness:
         self._client: AIOKafkaClient | None = None
         self._task: asyncio.Task[None] | None = None
         self._missing_logged = False
+        self._had_topics = False  # every topic seen once: a later gap means they were lost
 
     def add(self, name: str, check: Check) -> None:
         """Add a named check (evaluated with the others)."""
@@ -142,16 +145,25 @@ class Readiness:
             *(self._safe(self._checks[n]) for n in names), return_exceptions=False
         )
         m = self._metrics
+        now = time.monotonic()
         for name, (ok, detail) in zip(names, results, strict=True):
             before = self.state.get(name)
-            if before is None or before.ok != ok:
+            if before is None:
                 self.state[name] = CheckState(ok, detail)
-                if before is not None or not ok:
-                    (log.info if ok else log.error)(
-                        "readiness check %s %s: %s", name, "passes" if ok else "FAILS", detail
-                    )
+                if not ok:
+                    log.info("readiness check %s not passing yet: %s", name, detail)
+            elif before.ok != ok:
+                self.state[name] = CheckState(ok, detail, logged=not ok)
+                (log.info if ok else log.error)(
+                    "readiness check %s %s: %s", name, "passes" if ok else "FAILS", detail
+                )
             else:
                 before.detail = detail
+                if not ok and not before.logged and now - before.since > STARTUP_GRACE:
+                    before.logged = True  # never passed since start: say so once, loudly
+                    log.error(
+                        "readiness check %s FAILS for %.0fs: %s", name, now - before.since, detail
+                    )
             m.ready.labels(m.service, name).set(1 if ok else 0)
         return self.state
 
@@ -193,8 +205,9 @@ class Readiness:
         missing = sorted(set(self._topics) - topics)
         if not missing:
             self._missing_logged = False
+            self._had_topics = True
             return True, "answers"
-        if not self._missing_logged:
+        if self._had_topics and not self._missing_logged:
             log.error(
                 "the broker lacks %s of this service's topics (%s...): it lost its data or was "
                 "replaced; %s",
