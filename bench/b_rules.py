@@ -40,9 +40,9 @@ from services.monitor.worker import MonitorWorker
 from shared.db import create_engine, create_schema, session_factory
 from shared.events import CloudEvent, decode_event, new_event
 from shared.events.models import CpcPublished, DirectoryRecordPublished, IrccEvent
-from shared.kit.consumer import Delivery
 from shared.kafka.producer import EventProducer
-from shared.outbox import OutboxRelay
+from shared.kit.consumer import Delivery
+from shared.kit.outbox import OutboxRelay
 from tools.scratch_db import scratch_databases
 
 CHECKPOINT = "3E387C20-E70C-997B-EABB-BC4C9A1E142F"

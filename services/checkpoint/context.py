@@ -10,8 +10,8 @@ from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.checkpoint.settings import CheckpointSettings
+from shared.kit.outbox import OutboxRelay
 from shared.metrics import PlumbingMetrics
-from shared.outbox import OutboxRelay
 
 
 def utc_now() -> datetime:

@@ -30,7 +30,7 @@ from services.checkpoint.domain import (
 from shared.auth import Principal
 from shared.events import CloudEvent, Topic, new_event
 from shared.events.models import CpcPublished, DirectoryRecordPublished, DirectoryRecordWithdrawn
-from shared.outbox import stage
+from shared.kit.outbox import stage
 from shared.records import AbsCheckpointCommunique, parse_record, record_errors
 from shared.uid import BadReference, format_uid, parse_reference
 

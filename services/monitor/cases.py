@@ -22,7 +22,7 @@ from services.monitor.adapters.tables import CaseRow, DeliveryFailureRow, Outbox
 from shared.auth import Principal, Role
 from shared.events import CloudEvent, Topic, new_event
 from shared.events.models import DiscrepancyEvent, NotificationOutcome
-from shared.outbox import OutboxRelay, stage
+from shared.kit.outbox import OutboxRelay, stage
 
 FINDING_EVENTS = {"discrepancy.flagged": "open", "discrepancy.cleared": "cleared"}  # -> status
 ACTIONS: dict[str, tuple[frozenset[str], str]] = {

@@ -36,7 +36,7 @@ from services.monitor.metrics import MonitorMetrics
 from shared.events import CloudEvent, Topic, topic_name
 from shared.events.models import CpcPublished, IrccEvent
 from shared.kit.consumer import Delivery, Tx
-from shared.outbox import OutboxRelay, stage
+from shared.kit.outbox import OutboxRelay, stage
 
 log = logging.getLogger(__name__)
 

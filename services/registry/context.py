@@ -12,7 +12,7 @@ from services.registry.adapters.keys import SigningKey
 from services.registry.metrics import RegistryMetrics
 from services.registry.settings import RegistrySettings
 from shared.auth import TokenVerifier
-from shared.outbox import OutboxRelay
+from shared.kit.outbox import OutboxRelay
 
 
 def utc_now() -> datetime:

@@ -18,7 +18,7 @@ from services.registry.domain import (
 from services.registry.handlers.errors import InvalidRecord
 from shared.events import Topic, new_event
 from shared.events.models import DirectoryRecordPublished, IrccEvent
-from shared.outbox import stage
+from shared.kit.outbox import stage
 from shared.records import AbsPermit, parse_record, record_errors
 from shared.uid import format_uid
 

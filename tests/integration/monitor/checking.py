@@ -32,7 +32,7 @@ from shared.events.models import (
 )
 from shared.kafka.producer import EventProducer
 from shared.kit.consumer import Delivery
-from shared.outbox import OutboxRelay
+from shared.kit.outbox import OutboxRelay
 
 DELIVERY = Delivery("test", 0, 0, None)
 HOLDER = "T-HOLDER-1"

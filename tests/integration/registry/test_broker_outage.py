@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from shared.events import topic_name
-from shared.outbox import OutboxRelay
+from shared.kit.outbox import OutboxRelay
 from tests.support.kafka import TopicReader
 from tests.support.poll import eventually
 from tests.support.records import authority, permit
