@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -12,7 +12,7 @@ from services.notifier.adapters.smtp import SmtpMailer
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.projection import Projection
 from services.notifier.settings import NotifierSettings
-from shared.outbox import OutboxRelay
+from shared.kit.outbox import OutboxRelay
 
 
 def utc_now() -> datetime:
@@ -31,8 +31,8 @@ class NotifierContext:
     mailer: SmtpMailer
     metrics: NotifierMetrics
     clock: Callable[[], datetime] = utc_now
-    # Waits until the directory view has read everything published before a moment.
-    view_caught_up: Callable[[float, float], Awaitable[bool]] | None = None
+    # True while the directory view has read its topic to the end (as of a recent poll).
+    view_current: Callable[[], bool] = lambda: True
 
     def topic(self, base: str) -> str:
         """Full topic name with the deployment prefix."""

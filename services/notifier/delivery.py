@@ -1,9 +1,24 @@
 """The delivery worker: sends pending mails over one SMTP connection, retrying with backoff.
 
-A temporary failure (4xx, connection refused) schedules another attempt after an
-exponential delay; after ``max_attempts`` or on a permanent failure (5xx) the delivery is
-marked failed, ``notification.failed`` goes out and the mail lands in the notification DLQ.
-Both go through the outbox, in the same transaction as the status change.
+Several notifier instances share one database, so a worker first *claims* a batch of due
+deliveries in a short transaction of its own (``claimed_by``/``claimed_until``; PostgreSQL
+skips rows another worker has locked, SQLite's single writer serialises the claims), sends
+them, and records each outcome only while it still holds the claim. A claim expires after
+``claim_seconds``: the rows of a killed instance are then taken over. A worker starts a send
+only while at least half its claim is left, so a claim never lapses under a send in flight.
+
+Failures, as DESIGN.md §8 classes them:
+
+- the server unreachable (connection refused, dropped or timed out, 421): the delivery stays
+  pending however long it lasts; the worker stops its batch and holds off every send with
+  capped exponential backoff (``notifier_smtp_up`` is 0 meanwhile);
+- a 4xx reply: retried with capped exponential backoff for ``soft_bounce_seconds`` from the
+  first 4xx (``deferred_since``), then failed;
+- a 5xx reply: failed at once.
+
+A failed delivery sends ``notification.failed`` and lands in the notification DLQ; a sent one
+sends ``notification.delivered``. Both go through the outbox, in the transaction that
+records the status.
 """
 
 from __future__ import annotations
@@ -12,6 +27,8 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
+import secrets
 import time
 from datetime import UTC, datetime, timedelta
 from email.charset import QP, Charset
@@ -21,7 +38,7 @@ from email.mime.nonmultipart import MIMENonMultipart
 from email.utils import formatdate
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifier.adapters.smtp import PermanentFailure, TemporaryFailure
@@ -29,7 +46,7 @@ from services.notifier.adapters.tables import DeliveryRow, OutboxRow
 from services.notifier.context import NotifierContext
 from shared.events import CloudEvent, Topic, dlq_name, new_event
 from shared.events.models import NotificationOutcome
-from shared.outbox import stage
+from shared.kit.outbox import stage
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +80,36 @@ def to_message(ctx: NotifierContext, row: DeliveryRow) -> Message:
     return msg
 
 
-class DeliveryWorker:
-    """Background sender of pending deliveries."""
+_REPLY_4XX = re.compile(r"(4\d\d) ")
+_NOT_REACHED = 421  # "service not available, closing channel": the server, not this mail
 
-    def __init__(self, ctx: NotifierContext, *, batch: int = 50, idle_seconds: float = 0.5) -> None:
+
+def reply_code(exc: TemporaryFailure) -> int | None:
+    """The 4xx reply code of a temporary failure; None when no reply came (connection
+    refused, dropped or timed out). The mailer words replies as ``"<code> <text>"``."""
+    code = getattr(exc, "code", None)
+    if isinstance(code, int):
+        return code
+    match = _REPLY_4XX.match(str(exc))
+    return int(match.group(1)) if match else None
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back naive UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+class DeliveryWorker:
+    """Background sender of pending deliveries; any number of them may share a database."""
+
+    def __init__(
+        self,
+        ctx: NotifierContext,
+        *,
+        instance_id: str | None = None,
+        batch: int = 50,
+        idle_seconds: float = 0.5,
+    ) -> None:
         self._ctx = ctx
         self._batch = batch
         self._idle = idle_seconds
@@ -74,6 +117,13 @@ class DeliveryWorker:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._pause = idle_seconds
+        # The instance id, plus a random part: two instances wrongly given the same id (or
+        # an instance restarted within a claim) never take each other's claims for theirs.
+        base = ctx.settings.instance_id if instance_id is None else instance_id
+        self.worker_id = f"{base[:55]}-{secrets.token_hex(4)}"
+        self._claim = timedelta(seconds=ctx.settings.claim_seconds)
+        self._unreachable = 0  # connection failures in a row
+        self._hold_until: datetime | None = None  # no sends before this while unreachable
 
     def wake(self) -> None:
         """New deliveries were committed."""
@@ -84,7 +134,7 @@ class DeliveryWorker:
         self._task = asyncio.create_task(self._run(), name="delivery-worker")
 
     async def stop(self, timeout: float = 10.0) -> None:
-        """Finish the mail in hand, then stop."""
+        """Finish the mail in hand, give back the rest of the batch, then stop."""
         self._stopping = True
         self._wake.set()
         if self._task is not None:
@@ -93,90 +143,227 @@ class DeliveryWorker:
 
     async def _run(self) -> None:
         while not self._stopping:
+            # Cleared before the round, not after: a wake() during the round is not lost.
+            self._wake.clear()
             try:
-                sent = await self.run_once()
+                attempted = await self.run_once()
             except Exception:  # database hiccup: try again shortly
                 log.exception("delivery round failed")
-                sent = 0
-            if sent == 0 and not self._stopping:
-                self._wake.clear()
+                attempted = 0
+            if attempted == 0 and not self._stopping:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._pause)
 
     async def run_once(self) -> int:
-        """Attempt every due delivery once; returns how many were attempted."""
+        """Claim due deliveries, attempt each once; returns how many were attempted."""
         ctx = self._ctx
-        async with ctx.sessions() as session:
-            due = (
-                await session.scalars(
-                    select(DeliveryRow)
-                    .where(
-                        DeliveryRow.status == "pending", DeliveryRow.next_attempt_at <= ctx.clock()
-                    )
-                    .order_by(DeliveryRow.id)
-                    .limit(self._batch)
-                )
-            ).all()
-            for row in due:
-                if self._stopping:
-                    break
-                await self._attempt(session, row)
-                await session.commit()
-            pending, next_due = (
-                await session.execute(
-                    select(func.count(), func.min(DeliveryRow.next_attempt_at)).where(
-                        DeliveryRow.status == "pending"
-                    )
-                )
-            ).one()
-            ctx.metrics.pending.set(pending or 0)
-        self._pause = self._until(next_due)
-        if due:
+        attempted = 0
+        if self._hold_until is None or ctx.clock() >= self._hold_until:
+            attempted = await self._deliver_batch()
+        await self._observe()
+        if attempted:
             ctx.relay.wake()
-        return len(due)
+        return attempted
 
-    def _until(self, next_due: datetime | None) -> float:
-        """Seconds to rest: until the next retry is due, at most the idle interval."""
-        if next_due is None:
-            return self._idle
-        if next_due.tzinfo is None:  # SQLite hands back naive UTC
-            next_due = next_due.replace(tzinfo=UTC)
-        left = (next_due - self._ctx.clock()).total_seconds()
-        return min(self._idle, max(left, 0.01))
+    async def _deliver_batch(self) -> int:
+        rows = await self._claim_due(self._ctx.clock())
+        if not rows:
+            return 0
+        send_by = self._ctx.clock() + self._claim / 2
+        attempted: set[int] = set()
+        try:
+            for row in rows:
+                if self._stopping or self._ctx.clock() > send_by:
+                    break
+                attempted.add(row.id)
+                if not await self._attempt(row):
+                    break  # the server is unreachable: hold off the rest
+        finally:
+            rest = [row.id for row in rows if row.id not in attempted]
+            if rest:
+                await self._release(rest)
+        return len(attempted)
 
-    async def _attempt(self, session: AsyncSession, row: DeliveryRow) -> None:
+    async def _claim_due(self, now: datetime) -> list[DeliveryRow]:
+        """Claim up to a batch of due, unclaimed (or expired) deliveries and load them.
+
+        PostgreSQL: ``SELECT id ... FOR UPDATE SKIP LOCKED`` passes by the rows a concurrent
+        claim has locked, then ``UPDATE ... WHERE id IN (those)``. (Not one ``UPDATE ...
+        WHERE id IN (SELECT ... SKIP LOCKED LIMIT n)``: PostgreSQL may run that subquery
+        more than once and claim several batches.) SQLite has no row locks but one writer:
+        a single conditional ``UPDATE`` takes the write lock first, so no other claim can
+        slip in between its reading and its writing."""
+        free = or_(DeliveryRow.claimed_until.is_(None), DeliveryRow.claimed_until < now)
+        due = (
+            select(DeliveryRow.id)
+            .where(DeliveryRow.status == "pending", DeliveryRow.next_attempt_at <= now, free)
+            .order_by(DeliveryRow.id)
+            .limit(self._batch)
+        )
+        claim = update(DeliveryRow).values(
+            claimed_by=self.worker_id, claimed_until=now + self._claim
+        )
+        async with self._ctx.sessions.begin() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                ids = list((await session.scalars(due.with_for_update(skip_locked=True))).all())
+                if not ids:
+                    return []
+                await session.execute(claim.where(DeliveryRow.id.in_(ids)))
+            else:
+                conditional = claim.where(
+                    DeliveryRow.id.in_(due), DeliveryRow.status == "pending", free
+                ).returning(DeliveryRow.id)
+                ids = list((await session.scalars(conditional)).all())
+                if not ids:
+                    return []
+            rows = await session.scalars(
+                select(DeliveryRow).where(DeliveryRow.id.in_(ids)).order_by(DeliveryRow.id)
+            )
+            claimed = list(rows.all())
+            session.expunge_all()  # detached: changes to them are written by _record only
+        log.debug("%s claimed %d deliveries", self.worker_id, len(claimed))
+        return claimed
+
+    async def _release(self, ids: list[int]) -> None:
+        """Give back claimed rows not attempted (stopping, claim running out, server down)."""
+        try:
+            async with self._ctx.sessions.begin() as session:
+                await session.execute(
+                    update(DeliveryRow)
+                    .where(DeliveryRow.id.in_(ids), DeliveryRow.claimed_by == self.worker_id)
+                    .values(claimed_until=None)
+                )
+        except Exception:  # they come free when the claim expires
+            log.exception("could not release %d claimed deliveries", len(ids))
+
+    async def _attempt(self, row: DeliveryRow) -> bool:
+        """Send one delivery and record the outcome; False when the server was unreachable."""
         ctx = self._ctx
         row.attempts += 1
         start = time.perf_counter()
         try:
             await ctx.mailer.send(to_message(ctx, row))
         except TemporaryFailure as exc:
-            row.last_error = str(exc)[:1000]
-            if row.attempts >= ctx.settings.max_attempts:
-                self._fail(session, row)
-                return
-            ctx.metrics.retried.labels(row.template).inc()
-            delay = min(
-                ctx.settings.retry_base_seconds * 2 ** (row.attempts - 1),
-                ctx.settings.retry_max_seconds,
-            )
-            row.next_attempt_at = ctx.clock() + timedelta(seconds=delay)
-            log.info(
-                "temporary SMTP failure for delivery %s, retry in %.1fs: %s", row.id, delay, exc
-            )
-            return
+            return await self._retry(row, exc)
         except PermanentFailure as exc:
+            self._reached()
             row.last_error = str(exc)[:1000]
-            self._fail(session, row)
-            return
+            row.status = "failed"
+            await self._record(row, "notification.failed")
+            return True
+        self._reached()
         ctx.metrics.send_seconds.observe(time.perf_counter() - start)
         ctx.metrics.sent.labels(row.template).inc()
         row.status, row.sent_at, row.last_error = "sent", ctx.clock(), None
-        self._outcome(session, row, "notification.delivered")
+        await self._record(row, "notification.delivered")
+        return True
+
+    async def _retry(self, row: DeliveryRow, exc: TemporaryFailure) -> bool:
+        ctx = self._ctx
+        now = ctx.clock()
+        row.last_error = str(exc)[:1000]
+        code = reply_code(exc)
+        if code is None or code == _NOT_REACHED:
+            self._unreachable += 1
+            ctx.metrics.smtp_up.set(0)
+            self._hold_until = now + self._backoff(self._unreachable)
+            row.next_attempt_at = self._hold_until
+            if await self._record(row, None):
+                ctx.metrics.retried.labels(row.template).inc()
+            log.warning(
+                "SMTP server unreachable (%s in a row), holding off sends until %s: %s",
+                self._unreachable,
+                self._hold_until.isoformat(),
+                exc,
+            )
+            return False
+        self._reached()
+        row.deferred_since = _aware(row.deferred_since or now)
+        if now - row.deferred_since >= timedelta(seconds=ctx.settings.soft_bounce_seconds):
+            row.status = "failed"
+            await self._record(row, "notification.failed")
+            return True
+        delay = self._backoff(row.attempts)
+        row.next_attempt_at = now + delay
+        if await self._record(row, None):
+            ctx.metrics.retried.labels(row.template).inc()
+        log.info("temporary SMTP failure for delivery %s, retry in %s: %s", row.id, delay, exc)
+        return True
+
+    def _backoff(self, attempts: int) -> timedelta:
+        """Capped exponential delay after the ``attempts``-th attempt."""
+        settings = self._ctx.settings
+        doubled = settings.retry_base_seconds * 2 ** min(max(attempts - 1, 0), 40)
+        return timedelta(seconds=min(doubled, settings.retry_max_seconds))
+
+    def _reached(self) -> None:
+        """The server answered: whatever it said, it is up."""
+        self._unreachable, self._hold_until = 0, None
+        self._ctx.metrics.smtp_up.set(1)
+
+    async def _record(self, row: DeliveryRow, outcome: str | None) -> bool:
+        """Write an attempt's outcome (and its event) if this worker still holds the claim."""
+        ctx = self._ctx
+        write = (
+            update(DeliveryRow)
+            .where(DeliveryRow.id == row.id, DeliveryRow.claimed_by == self.worker_id)
+            .values(
+                status=row.status,
+                attempts=row.attempts,
+                last_error=row.last_error,
+                next_attempt_at=row.next_attempt_at,
+                deferred_since=row.deferred_since,
+                sent_at=row.sent_at,
+                claimed_until=None,
+            )
+            .returning(DeliveryRow.id)
+        )
+        async with ctx.sessions.begin() as session:
+            if (await session.execute(write)).scalar_one_or_none() is None:
+                log.warning(
+                    "delivery %s to %s: claim lost to another worker, outcome (%s) not recorded",
+                    row.id,
+                    row.recipient,
+                    row.status,
+                )
+                return False
+            if outcome == "notification.failed":
+                self._fail(session, row)
+            elif outcome is not None:
+                self._outcome(session, row, outcome)
+        return True
+
+    async def _observe(self) -> None:
+        """Set the backlog gauges and how long to rest before the next round."""
+        ctx = self._ctx
+        now = ctx.clock()
+        free = or_(DeliveryRow.claimed_until.is_(None), DeliveryRow.claimed_until < now)
+        async with ctx.sessions() as session:
+            pending, oldest, next_due = (
+                await session.execute(
+                    select(
+                        func.count(),
+                        func.min(DeliveryRow.created_at),
+                        func.min(case((free, DeliveryRow.next_attempt_at))),
+                    ).where(DeliveryRow.status == "pending")
+                )
+            ).one()
+        ctx.metrics.pending.set(pending or 0)
+        age = (now - _aware(oldest)).total_seconds() if oldest is not None else 0.0
+        ctx.metrics.oldest_pending.set(max(age, 0.0))
+        if self._hold_until is not None and self._hold_until > now:
+            next_due = self._hold_until
+        self._pause = self._until(next_due, now)
+
+    def _until(self, next_due: datetime | None, now: datetime) -> float:
+        """Seconds to rest: until the next retry is due, at most the idle interval."""
+        if next_due is None:
+            return self._idle
+        left = (_aware(next_due) - now).total_seconds()
+        return min(self._idle, max(left, 0.01))
 
     def _fail(self, session: AsyncSession, row: DeliveryRow) -> None:
         ctx = self._ctx
-        row.status = "failed"
         ctx.metrics.failed.labels(row.template).inc()
         event = self._outcome(session, row, "notification.failed")
         # The DLQ keeps the failed outcome, whose payload names event, address and reason.

@@ -4,15 +4,17 @@ Sending is the delivery worker's job (``delivery.py``), so an SMTP outage never 
 consumption: a delivery row is committed before the offset, and the unique
 (event id, address) pair means a redelivered event never creates a second mail. The
 event is marked processed in the same transaction, so a re-read of the topic (new consumer
-group, reset offsets) skips it without waiting for references or resolving recipients
-against today's directory.
+group, reset offsets) skips it without resolving recipients against today's directory.
+
+The mail consumer runs these in its transaction (effects and offset commit together). An
+event naming records the view doesn't know yet is parked (``parking.py``) instead of
+holding its partition.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,28 +23,15 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.notifier import domain, references
+from services.notifier import domain, parking, references
 from services.notifier.adapters.tables import DeliveryRow, ProcessedEvent
 from services.notifier.context import NotifierContext
 from services.notifier.rendering import DiscrepancyFacts, MailContext, render
 from shared.events import CloudEvent
 from shared.events.models import CpcPublished, DiscrepancyEvent, IrccEvent
-from shared.kafka.consumer import Delivery
+from shared.kit.consumer import Delivery, Tx, TxHandler
 
 log = logging.getLogger(__name__)
-Handler = Callable[[NotifierContext, CloudEvent[Any]], Awaitable[None]]
-
-
-async def wait_for(ctx: NotifierContext, kind: str, missing: Callable[[], list[str]]) -> None:
-    """Give referenced records a moment to arrive on their own topics (bounded)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + ctx.settings.reference_wait_seconds
-    # Another consumer fills the view; polling keeps the two loosely coupled.
-    while (left := missing()) and loop.time() < deadline:  # noqa: ASYNC110
-        await asyncio.sleep(0.05)
-    if left:
-        ctx.metrics.unresolved.labels(kind).inc(len(left))
-        log.warning("references still unknown after waiting: %s", left)
 
 
 @dataclass(frozen=True)
@@ -98,10 +87,36 @@ def add_deliveries(
     return created
 
 
-async def already_processed(ctx: NotifierContext, event_id: str) -> bool:
-    """True when the deliveries of this event were created before (e.g. a topic re-read)."""
-    async with ctx.sessions() as session:
-        return await session.get(ProcessedEvent, event_id) is not None
+def enqueue_in(
+    ctx: NotifierContext,
+    session: AsyncSession,
+    job: MailJob,
+    recipients: Iterable[domain.Recipient],
+    context: MailContext,
+    *,
+    known: set[str],
+) -> int:
+    """Add one pending delivery per new address and mark the event processed, in the
+    caller's transaction; returns how many deliveries were new."""
+    now = ctx.clock()
+    created = add_deliveries(session, job, recipients, context, known=known, now=now)
+    session.add(
+        ProcessedEvent(
+            event_id=job.event_id, event_type=job.event_type, deliveries=created, processed_at=now
+        )
+    )
+    ctx.metrics.queued.labels(job.template).inc(created)
+    return created
+
+
+async def known_recipients(session: AsyncSession, event_id: str) -> set[str] | None:
+    """Addresses already queued for an event; None when the event was processed whole."""
+    if await session.get(ProcessedEvent, event_id) is not None:
+        return None
+    # Rows from before processed_events existed still count: one mail per pair, ever.
+    return set(
+        await session.scalars(select(DeliveryRow.recipient).where(DeliveryRow.event_id == event_id))
+    )
 
 
 async def enqueue(
@@ -110,116 +125,102 @@ async def enqueue(
     recipients: Iterable[domain.Recipient],
     context: MailContext,
 ) -> int:
-    """Create one pending delivery per new (event, address) and mark the event processed,
-    in one transaction; returns how many deliveries were new."""
+    """:func:`enqueue_in` in a transaction of its own (scheduled notices)."""
     async with ctx.sessions() as session:
-        if await session.get(ProcessedEvent, job.event_id) is not None:
+        known = await known_recipients(session, job.event_id)
+        if known is None:
             return 0
-        # Rows from before processed_events existed still count: one mail per pair, ever.
-        known = set(
-            await session.scalars(
-                select(DeliveryRow.recipient).where(DeliveryRow.event_id == job.event_id)
-            )
-        )
-        now = ctx.clock()
-        created = add_deliveries(session, job, recipients, context, known=known, now=now)
-        session.add(
-            ProcessedEvent(
-                event_id=job.event_id,
-                event_type=job.event_type,
-                deliveries=created,
-                processed_at=now,
-            )
-        )
+        created = enqueue_in(ctx, session, job, recipients, context, known=known)
         try:
             await session.commit()
-        except IntegrityError:  # a concurrent redelivery won the race: nothing to add
+        except IntegrityError:  # a concurrent run won the race: nothing to add
             await session.rollback()
             return 0
-    ctx.metrics.queued.labels(job.template).inc(created)
     return created
 
 
-async def on_ircc(ctx: NotifierContext, event: CloudEvent[Any]) -> None:
+Built = tuple[MailJob, list[domain.Recipient], MailContext]
+
+
+@dataclass(frozen=True)
+class MailSpec:
+    """How one event type becomes mails: what it needs to know, and what it sends."""
+
+    kind: str
+    missing: Callable[[NotifierContext, CloudEvent[Any]], list[str]]
+    build: Callable[[NotifierContext, CloudEvent[Any]], Built]
+
+
+def _ircc_missing(ctx: NotifierContext, event: CloudEvent[Any]) -> list[str]:
+    data: IrccEvent = event.data
+    return references.missing_for_ircc(data.record, ctx.projection.directory)
+
+
+def _ircc_build(ctx: NotifierContext, event: CloudEvent[Any]) -> Built:
     """IRCC published, amended or revoked: CNA, provider NFP, providers, PIC holders."""
     data: IrccEvent = event.data
-    await ctx.projection.apply(event)
     record = data.record
-    directory = ctx.projection.directory
-    await wait_for(ctx, "ircc", lambda: references.missing_for_ircc(record, directory))
-    recipients = domain.recipients_for_ircc(record, directory)
+    recipients = domain.recipients_for_ircc(record, ctx.projection.directory)
     cna = domain.reference_ids(record.get("absCNA"))
-    await enqueue(
-        ctx,
-        MailJob.of(event, event.type.replace(".", "_")),
-        recipients,
-        MailContext(
-            uid=data.uid,
-            public_base_url=ctx.settings.public_base_url,
-            event_type=event.type,
-            record=record,
-            reason=data.reason,
-            labels=labels(ctx, cna),
-        ),
+    context = MailContext(
+        uid=data.uid,
+        public_base_url=ctx.settings.public_base_url,
+        event_type=event.type,
+        record=record,
+        reason=data.reason,
+        labels=labels(ctx, cna),
     )
+    return MailJob.of(event, event.type.replace(".", "_")), list(recipients), context
 
 
-async def on_cpc(ctx: NotifierContext, event: CloudEvent[Any]) -> None:
+def _cpc_missing(ctx: NotifierContext, event: CloudEvent[Any]) -> list[str]:
+    data: CpcPublished = event.data
+    projection = ctx.projection
+    return references.missing_for_cpc(data.record, projection.ircc, projection.directory)
+
+
+def _cpc_build(ctx: NotifierContext, event: CloudEvent[Any]) -> Built:
     """CPC published: user-country side and provider side (DESIGN.md §5)."""
     data: CpcPublished = event.data
     record = data.record
     projection = ctx.projection
-    await wait_for(
-        ctx,
-        "cpc",
-        lambda: references.missing_for_cpc(record, projection.ircc, projection.directory),
-    )
     recipients = domain.recipients_for_cpc(record, projection.ircc, projection.directory)
     cited = domain.reference_ids(record.get("absIRCCs"))
     checkpoints = domain.reference_ids(record.get("absCheckpoints"))
-    await enqueue(
-        ctx,
-        MailJob.of(event, "cpc_published"),
-        recipients,
-        MailContext(
-            uid=data.uid,
-            public_base_url=ctx.settings.public_base_url,
-            event_type=event.type,
-            record=record,
-            labels=labels(ctx, cited + checkpoints),
-        ),
+    context = MailContext(
+        uid=data.uid,
+        public_base_url=ctx.settings.public_base_url,
+        event_type=event.type,
+        record=record,
+        labels=labels(ctx, cited + checkpoints),
+    )
+    return MailJob.of(event, "cpc_published"), list(recipients), context
+
+
+def _discrepancy_missing(ctx: NotifierContext, event: CloudEvent[Any]) -> list[str]:
+    data: DiscrepancyEvent = event.data
+    return references.missing_for_discrepancy(
+        data.ircc_uid, _ircc_for_uid(ctx, data.ircc_uid), ctx.projection.directory
     )
 
 
-async def on_discrepancy(ctx: NotifierContext, event: CloudEvent[Any]) -> None:
+def _discrepancy_build(ctx: NotifierContext, event: CloudEvent[Any]) -> Built:
     """Discrepancy flagged: the provider country's NFP and the cited IRCC's CNA."""
     data: DiscrepancyEvent = event.data
-    directory = ctx.projection.directory
-    await wait_for(
-        ctx,
-        "discrepancy",
-        lambda: references.missing_for_discrepancy(
-            data.ircc_uid, _ircc_for_uid(ctx, data.ircc_uid), directory
-        ),
-    )
     recipients = domain.recipients_for_discrepancy(
-        data.provider_country, _ircc_for_uid(ctx, data.ircc_uid), directory
+        data.provider_country, _ircc_for_uid(ctx, data.ircc_uid), ctx.projection.directory
     )
     facts = DiscrepancyFacts(
         rule=data.rule, cpc_uid=data.cpc_uid, ircc_uid=data.ircc_uid, evidence=data.evidence
     )
-    await enqueue(
-        ctx,
-        MailJob.of(event, "discrepancy_flagged"),
-        recipients,
-        MailContext(
-            uid=data.cpc_uid,
-            public_base_url=ctx.settings.public_base_url,
-            event_type=event.type,
-            record={},
-            discrepancy=facts,
-        ),
+    context = MailContext(
+        uid=data.cpc_uid,
+        public_base_url=ctx.settings.public_base_url,
+        event_type=event.type,
+        record={},
+        discrepancy=facts,
     )
+    return MailJob.of(event, "discrepancy_flagged"), list(recipients), context
 
 
 def labels(ctx: NotifierContext, identifiers: Iterable[str]) -> dict[str, Any]:
@@ -238,33 +239,66 @@ def _ircc_for_uid(ctx: NotifierContext, uid: str | None) -> dict[str, Any] | Non
     return ctx.projection.ircc_by_uid(uid) if uid else None
 
 
-HANDLERS: dict[str, Handler] = {
-    "ircc.published": on_ircc,
-    "ircc.amended": on_ircc,
-    "ircc.revoked": on_ircc,
-    "cpc.published": on_cpc,
-    "discrepancy.flagged": on_discrepancy,
+_IRCC = MailSpec("ircc", _ircc_missing, _ircc_build)
+SPECS: dict[str, MailSpec] = {
+    "ircc.published": _IRCC,
+    "ircc.amended": _IRCC,
+    "ircc.revoked": _IRCC,
+    "cpc.published": MailSpec("cpc", _cpc_missing, _cpc_build),
+    "discrepancy.flagged": MailSpec("discrepancy", _discrepancy_missing, _discrepancy_build),
 }
 
 
-VIEW_MARGIN_SECONDS = 1.0
+async def settle(
+    ctx: NotifierContext, session: AsyncSession, event: CloudEvent[Any], force: bool
+) -> bool:
+    """Queue the event's mails in ``session``'s transaction; False (nothing written) when a
+    record it names is unknown or the directory view lags, unless ``force``."""
+    spec = SPECS.get(event.type)
+    if spec is None:
+        return True
+    known = await known_recipients(session, event.id)
+    if known is None:  # processed before: a re-read of the topic is cheap
+        return True
+    if isinstance(event.data, IrccEvent):
+        await ctx.projection.apply(event)  # its own mail may name it (idempotent)
+    missing = spec.missing(ctx, event)
+    # Country-wide recipients (a government's NFPs and CNAs) can't be listed one by one:
+    # they need a view that has read the directory to its end.
+    if not force and (missing or not ctx.view_current()):
+        return False
+    if missing:
+        ctx.metrics.unresolved.labels(spec.kind).inc(len(missing))
+        log.warning(
+            "%s %s: references still unknown, mailing who is known: %s",
+            event.type,
+            event.id,
+            missing,
+        )
+    job, recipients, context = spec.build(ctx, event)
+    enqueue_in(ctx, session, job, recipients, context, known=known)
+    return True
 
 
-def mail_handler(ctx: NotifierContext) -> Callable[[CloudEvent[Any], Delivery], Awaitable[None]]:
-    """Dispatch consumed events through :data:`HANDLERS` (others are ignored)."""
+def mail_handler(
+    ctx: NotifierContext, on_parked: Callable[[], None], on_queued: Callable[[], None]
+) -> TxHandler:
+    """The mail consumer's transactional handler: queue the mails, or park the event."""
 
-    async def handle(event: CloudEvent[Any], _delivery: Delivery) -> None:
-        handler = HANDLERS.get(event.type)
-        # A processed event is skipped before any waiting, so re-reading a topic is cheap.
-        if handler is None or await already_processed(ctx, event.id):
+    async def handle(tx: Tx, event: CloudEvent[Any], delivery: Delivery) -> None:
+        spec = SPECS.get(event.type)
+        if spec is None:
             return
-        if ctx.view_caught_up is not None:
-            # Country-wide recipients (a government's NFPs and CNAs) cannot be waited for one
-            # by one: wait until the view has read everything published before this event.
-            # The margin covers fetch responses that were already in flight.
-            since = event.time.timestamp() + VIEW_MARGIN_SECONDS
-            if not await ctx.view_caught_up(since, ctx.settings.reference_wait_seconds):
-                ctx.metrics.unresolved.labels("view").inc()
-        await handler(ctx, event)
+        session = tx.session
+        key = delivery.key or event.subject
+        if await parking.is_parked_key(session, key) or not await settle(
+            ctx, session, event, False
+        ):
+            missing = spec.missing(ctx, event)
+            parking.park(session, event, key, missing)
+            ctx.metrics.parked_total.labels(spec.kind).inc()
+            tx.after_commit(on_parked)
+            return
+        tx.after_commit(on_queued)
 
     return handle

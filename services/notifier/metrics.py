@@ -40,6 +40,29 @@ class NotifierMetrics:
         self.pending = Gauge(
             "notifier_deliveries_pending", "Deliveries waiting to be sent", registry=registry
         )
+        self.oldest_pending = Gauge(
+            "notifier_oldest_pending_delivery_age_seconds",
+            "Age of the oldest delivery still waiting to be sent (0 when none is)",
+            registry=registry,
+        )
+        self.smtp_up = Gauge(
+            "notifier_smtp_up",
+            "1 when this instance's last SMTP attempt reached the server (whatever it answered),"
+            " 0 when it could not connect or the connection failed; 1 before the first attempt",
+            registry=registry,
+        )
+        self.smtp_up.set(1)
+        self.parked = Gauge(
+            "notifier_parked_events",
+            "Mail events parked until the records they name are known",
+            registry=registry,
+        )
+        self.parked_total = Counter(
+            "notifier_events_parked_total",
+            "Mail events parked because a record they name was not known yet",
+            ["kind"],
+            registry=registry,
+        )
         self.unresolved = Counter(
             "notifier_unresolved_references_total",
             "References still unknown after waiting (no recipient from them)",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
@@ -20,17 +20,58 @@ class NotifierSettings(ServiceSettings):
     smtp_username: str | None = Field(default=None, validation_alias="SMTP_USERNAME")
     smtp_password: str | None = Field(default=None, validation_alias="SMTP_PASSWORD")
     smtp_starttls: bool = Field(default=False, validation_alias="SMTP_STARTTLS")
-    smtp_timeout: float = Field(default=10.0, gt=0)
+    smtp_timeout: float = Field(
+        default=10.0, gt=0, description="seconds to wait for the SMTP server at each step"
+    )
     mail_from: str = Field(
         default="ABS Clearing-House <no-reply@absch.example>", validation_alias="MAIL_FROM"
     )
-    max_attempts: int = Field(default=8, ge=1, description="SMTP attempts before failing")
-    retry_base_seconds: float = Field(default=1.0, gt=0)
-    retry_max_seconds: float = Field(default=60.0, gt=0)
+    retry_base_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="delay before the first retry of a temporary SMTP failure; it doubles "
+        "with every further attempt, up to retry_max_seconds",
+    )
+    retry_max_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="longest delay between two attempts of a delivery, and between two "
+        "connection attempts while the SMTP server is unreachable",
+    )
+    soft_bounce_seconds: float = Field(
+        default=48 * 3600.0,
+        gt=0,
+        description="how long a delivery is retried while the SMTP server answers it with a "
+        "4xx reply, counted from the first one; then it fails. An unreachable server (refused, "
+        "dropped or timed-out connection, 421) never counts: those retry as long as they last. "
+        "A 5xx fails the delivery at once",
+    )
+    claim_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="how long a delivery worker's claim on a batch of due deliveries lasts; "
+        "an instance takes over the rows of a killed one once the claim has expired. A worker "
+        "starts a send only while at least half its claim is left, so it must be at least "
+        "twice smtp_timeout",
+    )
     reference_wait_seconds: float = Field(
         default=10.0, ge=0, description="how long to wait for referenced records to arrive"
     )
-    instance_id: str = Field(default="1", description="distinguishes projection consumers")
+    instance_id: str = Field(
+        default="1",
+        min_length=1,
+        description="names this instance: its directory-view consumer group and its delivery "
+        "claims; give every instance a distinct id that stays the same across restarts",
+    )
     expiry_check_interval_seconds: float = Field(
         default=3600.0, gt=0, description="how often to look for IRCC expiry notices due"
     )
+
+    @model_validator(mode="after")
+    def _claim_outlasts_a_send(self) -> NotifierSettings:
+        if self.claim_seconds < 2 * self.smtp_timeout:
+            raise ValueError(
+                f"claim_seconds ({self.claim_seconds}) must be at least twice smtp_timeout "
+                f"({self.smtp_timeout}): a claim must outlast the send started under it"
+            )
+        return self

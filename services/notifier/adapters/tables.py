@@ -18,7 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shared.outbox import OutboxMixin
+from shared.kit.outbox import OutboxMixin
 
 PK = BigInteger().with_variant(Integer, "sqlite")
 
@@ -57,7 +57,11 @@ class IrccRow(Base):
 
 
 class DeliveryRow(Base):
-    """One mail for one event and address: at most one per pair, ever."""
+    """One mail for one event and address: at most one per pair, ever.
+
+    ``claimed_by``, ``claimed_until`` and ``deferred_since`` were added after the first
+    release: ``create_all`` does not add columns to an existing table, so a database created
+    before needs them added (nullable, no default) until the Alembic migration exists."""
 
     __tablename__ = "deliveries"
     __table_args__ = (UniqueConstraint("event_id", "recipient", name="uq_delivery"),)
@@ -79,6 +83,12 @@ class DeliveryRow(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The delivery worker's lease (delivery.py): the worker that holds, or last held, the
+    # row; its claim is live while ``claimed_until`` is in the future.
+    claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # When the SMTP server first answered this mail with a 4xx: the soft-bounce budget's start.
+    deferred_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class ProcessedEvent(Base):
@@ -99,3 +109,17 @@ class OutboxRow(OutboxMixin, Base):
     """Notification events waiting for the relay."""
 
     __tablename__ = "outbox"
+
+
+class ParkedEvent(Base):
+    """A mail event waiting for records it names (parking.py); deleted once handled."""
+
+    __tablename__ = "parked_events"
+
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(64), unique=True)
+    key: Mapped[str] = mapped_column(String(255), index=True)
+    event_type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[str] = mapped_column(Text)
+    missing: Mapped[str] = mapped_column(Text)
+    parked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -3,6 +3,8 @@ the notifier waits, boundedly, for every record a recipient comes from."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +22,8 @@ from tests.support.notifier import (
 from tests.support.poll import eventually
 from tests.support.records import authority, checkpoint, contact, focal_point, permit
 from tools.smtp_sink import SmtpSink
+
+log = logging.getLogger(__name__)
 
 
 def _cpc_event(record: dict[str, Any], document_id: int) -> Any:
@@ -78,3 +82,65 @@ async def test_recipients_named_by_late_records_still_get_their_copy(
             await eventually(_mailed(smtp, event.id, want), what=f"mails of {event.type}")
         text = (await notifier.client.get("/metrics")).text
         assert "notifier_unresolved_references_total{" not in text
+
+
+async def test_events_naming_unknown_records_park_and_never_block_others(
+    kafka_bootstrap: str, topic_prefix: str, db_url: Any, smtp: SmtpSink
+) -> None:
+    """Three CPCs citing IRCCs nobody published park; an unrelated IRCC on the same
+    partitions is mailed within 2 s; the parked ones go out, to whoever is known, after
+    ``reference_wait_seconds``."""
+    settings = notifier_settings(
+        kafka=kafka_bootstrap,
+        prefix=topic_prefix,
+        db=await db_url("notifier"),
+        smtp=smtp,
+        reference_wait_seconds=6.0,
+        # One partition per topic: every event queues behind the parked ones.
+        kafka_partitions=1,
+    )
+    cna, nfp = authority("mx", ["cna@mx.example"]), focal_point("mx", ["nfp@mx.example"])
+    watcher = contact(["watcher@de.example"])
+    cp = checkpoint("de", contacts=[identifier(watcher)])
+    unknown = [permit("mx", identifier(cna)) for _ in range(3)]
+    cpcs = [
+        _cpc_event(communique("de", [identifier(cp)], irccs=[identifier(u)]), 100 + n)
+        for n, u in enumerate(unknown)
+    ]
+    async with (
+        EventWriter(kafka_bootstrap, topic_prefix) as writer,
+        running_notifier(settings) as notifier,
+    ):
+        for record in (cna, nfp, watcher, cp):
+            await writer.send(Topic.DIRECTORY, directory_event(record))
+        projection = notifier.ctx.projection
+        await eventually(lambda: projection.knows(identifier(cp)), what="the view is filled")
+        for event in cpcs:
+            await writer.send(Topic.CPC, event)
+
+        async def parked() -> bool:
+            text = (await notifier.client.get("/metrics")).text
+            return "notifier_parked_events 3.0" in text
+
+        await eventually(parked, what="three CPCs parked")
+        unrelated = ircc_event(permit("mx", identifier(cna)))
+        sent_at = asyncio.get_running_loop().time()
+        await writer.send(Topic.IRCC, unrelated)
+        await eventually(
+            _mailed(smtp, unrelated.id, {"cna@mx.example", "nfp@mx.example"}),
+            timeout=2.0,
+            interval=0.02,
+            what="the unrelated IRCC's mails within 2 s",
+        )
+        took = asyncio.get_running_loop().time() - sent_at
+        # The parked CPCs are mailed to the user side once the wait is over.
+        for event in cpcs:
+            await eventually(
+                _mailed(smtp, event.id, {"watcher@de.example"}),
+                timeout=30,
+                what="a parked CPC mailed after the wait",
+            )
+        text = (await notifier.client.get("/metrics")).text
+        assert "notifier_parked_events 0.0" in text
+        assert 'notifier_unresolved_references_total{kind="cpc"} 3.0' in text
+        log.info(f"unrelated IRCC mailed {took:.2f}s after it was sent, behind 3 parked CPCs")

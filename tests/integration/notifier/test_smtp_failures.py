@@ -1,12 +1,23 @@
-"""SMTP trouble: a temporary outage is retried until every mail arrives once; a refused
-address fails for good, with ``notification.failed`` and a dead letter naming the reason."""
+"""SMTP trouble: a temporary outage is retried until every mail arrives once, however long
+an unreachable server stays away; a 4xx is retried for the soft-bounce budget; a refused
+address (5xx) fails for good at once, with ``notification.failed`` and a dead letter naming
+the reason."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from services.notifier.adapters.tables import DeliveryRow
 from shared.events import Topic, dlq_name, topic_name
+from tests.integration.notifier.test_delivery_claims import (
+    add_deliveries,
+    delivery,
+    outcomes,
+    pending_delivery,
+    worker_of,
+)
 from tests.support.kafka import TopicReader
 from tests.support.mail import (
     deliveries,
@@ -14,17 +25,23 @@ from tests.support.mail import (
     metric,
     wait_all_sent,
 )
-from tests.support.notifier import country_with_authorities, running_notifier_stack
+from tests.support.notifier import (
+    FakeClock,
+    RunningNotifier,
+    country_with_authorities,
+    notifier_settings,
+    running_notifier,
+    running_notifier_stack,
+)
 from tests.support.poll import eventually
 from tests.support.records import contact, permit
 from tests.support.registry import publish
 from tools.smtp_sink import SmtpSink
 
-FAST_RETRIES: dict[str, Any] = {
-    "retry_base_seconds": 0.05,
-    "retry_max_seconds": 0.2,
-    "max_attempts": 200,
-}
+FAST_RETRIES: dict[str, Any] = {"retry_base_seconds": 0.05, "retry_max_seconds": 0.2}
+# Longer than any delay between two attempts (retry_max_seconds, 60 by default).
+PAST_NEXT_ATTEMPT = 61.0
+TEMPLATE = "ircc_published"
 
 
 async def test_mails_wait_out_an_smtp_outage_and_arrive_once(
@@ -123,3 +140,113 @@ async def test_a_refused_address_fails_for_good_and_is_dead_lettered(
         text = (await stack.notifier.get("/metrics")).text
         assert metric(text, "notifier_mails_failed_total", template="ircc_published") == 1
         assert metric(text, "notifier_mails_sent_total", template="ircc_published") == 2
+
+
+async def _attempted_again(
+    notifier: RunningNotifier, clock: FakeClock, row_id: int, after: int, **advance: float
+) -> DeliveryRow:
+    """Move the clock on (past the next attempt), and wait for that attempt."""
+    clock.advance(**(advance or {"seconds": PAST_NEXT_ATTEMPT}))
+    worker_of(notifier.app).wake()
+
+    async def attempted() -> DeliveryRow | None:
+        row = await delivery(notifier.ctx, row_id)
+        return row if row.attempts > after else None
+
+    row: DeliveryRow = await eventually(attempted, what=f"attempt {after + 1}")
+    return row
+
+
+async def _metrics(notifier: RunningNotifier) -> str:
+    return (await notifier.client.get("/metrics")).text
+
+
+async def _gauges(notifier: RunningNotifier, *, smtp_up: float, oldest_age: float) -> str:
+    """Wait for a round that set the gauges to these values (the clock stands still)."""
+
+    async def settled() -> str | None:
+        text = await _metrics(notifier)
+        age = metric(text, "notifier_oldest_pending_delivery_age_seconds")
+        return text if (metric(text, "notifier_smtp_up"), age) == (smtp_up, oldest_age) else None
+
+    text: str = await eventually(settled, what=f"smtp_up {smtp_up}, oldest age {oldest_age}")
+    return text
+
+
+async def test_an_unreachable_server_is_waited_out_however_long_it_stays_away(
+    kafka_bootstrap: str, topic_prefix: str, db_url: Any, tmp_path: Path
+) -> None:
+    # Not listening until the end: every connection is refused meanwhile.
+    sink = SmtpSink(maildir=tmp_path / "mail")
+    settings = notifier_settings(
+        kafka=kafka_bootstrap, prefix=topic_prefix, db=await db_url("notifier"), smtp=sink
+    )
+    clock = FakeClock(datetime.now(UTC))
+    async with running_notifier(settings, clock=clock) as notifier:
+        created = clock()
+        (row_id,) = await add_deliveries(
+            notifier.ctx, [pending_delivery("evt-outage", "cna@down.example", created)]
+        )
+        row = await _attempted_again(notifier, clock, row_id, 0, seconds=0)
+        # Far past the old budget (8 attempts, about two minutes), then three days more.
+        for _ in range(11):
+            assert row.status == "pending", row.last_error
+            row = await _attempted_again(notifier, clock, row_id, row.attempts)
+        row = await _attempted_again(notifier, clock, row_id, row.attempts, days=3)
+        assert (row.status, row.attempts, row.deferred_since) == ("pending", 13, None)
+        assert "connect" in str(row.last_error).lower(), row.last_error
+        age = (clock() - created).total_seconds()
+        assert age > 3 * 86400
+        text = await _gauges(notifier, smtp_up=0, oldest_age=age)
+        assert metric(text, "notifier_deliveries_pending") == 1
+        assert metric(text, "notifier_mail_retries_total", template=TEMPLATE) == 13
+        assert metric(text, "notifier_mails_failed_total", template=TEMPLATE) == 0
+
+        sink.start()
+        try:
+            row = await _attempted_again(notifier, clock, row_id, row.attempts)
+            assert (row.status, row.attempts, row.last_error) == ("sent", 14, None)
+            text = await _gauges(notifier, smtp_up=1, oldest_age=0)
+            events = await outcomes(notifier.ctx)
+        finally:
+            sink.stop()
+    assert [m.recipient for m in sink.mails] == ["cna@down.example"]
+    assert metric(text, "notifier_deliveries_pending") == 0
+    assert metric(text, "notifier_mails_sent_total", template=TEMPLATE) == 1
+    assert [(e["type"], e["data"]["attempts"]) for e in events] == [("notification.delivered", 14)]
+
+
+async def test_a_4xx_is_retried_for_the_soft_bounce_budget_then_fails(
+    kafka_bootstrap: str, topic_prefix: str, db_url: Any, smtp: SmtpSink
+) -> None:
+    settings = notifier_settings(
+        kafka=kafka_bootstrap, prefix=topic_prefix, db=await db_url("notifier"), smtp=smtp
+    )
+    budget = settings.soft_bounce_seconds
+    clock = FakeClock(datetime.now(UTC))
+    smtp.refusing = True  # 451 to every recipient
+    async with running_notifier(settings, clock=clock) as notifier:
+        first = clock()
+        (row_id,) = await add_deliveries(
+            notifier.ctx, [pending_delivery("evt-4xx", "cna@busy.example", first)]
+        )
+        row = await _attempted_again(notifier, clock, row_id, 0, seconds=0)
+        for _ in range(9):  # more than the old eight attempts
+            row = await _attempted_again(notifier, clock, row_id, row.attempts)
+        assert row.status == "pending"
+        assert str(row.last_error).startswith("451")
+        assert row.deferred_since is not None
+        assert row.deferred_since.replace(tzinfo=UTC) == first
+        row = await _attempted_again(notifier, clock, row_id, row.attempts, seconds=budget - 3600)
+        assert (row.status, row.attempts) == ("pending", 11)
+        await _gauges(notifier, smtp_up=1, oldest_age=(clock() - first).total_seconds())
+
+        row = await _attempted_again(notifier, clock, row_id, row.attempts, seconds=3600)
+        assert (row.status, row.attempts) == ("failed", 12)
+        events = await outcomes(notifier.ctx)
+        text = await _metrics(notifier)
+    assert smtp.mails == []
+    assert [(e["type"], e["data"]["attempts"]) for e in events] == [("notification.failed", 12)]
+    assert str(events[0]["data"]["error"]).startswith("451")
+    assert metric(text, "notifier_mails_failed_total", template=TEMPLATE) == 1
+    assert metric(text, "notifier_mail_retries_total", template=TEMPLATE) == 11

@@ -144,14 +144,13 @@ def build_app(max_body_bytes: int | None = None) -> tuple[FastAPI, PlumbingMetri
         return None
 
     metrics = PlumbingMetrics(CollectorRegistry(), "unit")
-    extra = {} if max_body_bytes is None else {"max_body_bytes": max_body_bytes}
     app = create_app(
         title="unit",
         description="",
         lifespan=lifespan,
         metrics=metrics,
         readiness=readiness,
-        **extra,
+        max_body_bytes=DEFAULT_MAX_BODY_BYTES if max_body_bytes is None else max_body_bytes,
     )
     app.state.verifier = TokenVerifier(no_key, admin_token=ADMIN)
 

@@ -1,5 +1,0 @@
-"""Moved to :mod:`shared.kit.outbox`; kept while callers move."""
-
-from shared.kit.outbox import OutboxMixin, OutboxRelay, stage
-
-__all__ = ["OutboxMixin", "OutboxRelay", "stage"]
