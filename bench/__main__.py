@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         "--patch",
         action="append",
         default=[],
-        choices=["envelope-cache", "batch-commit"],
+        choices=["envelope-cache"],
         help="what-if patch applied in memory to the service processes (bench/patches)",
     )
     parser.add_argument(
