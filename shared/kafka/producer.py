@@ -11,6 +11,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from shared.events.envelope import CloudEvent
+from shared.kit.failures import is_unpublishable
 from shared.metrics import PlumbingMetrics
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,17 @@ class OutgoingMessage:
     key: bytes | None
     value: bytes
     headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+class SendFailed(Exception):
+    """Some messages of a batch were not acknowledged: ``errors[i]`` is None for each one
+    that was, else why not; ``first`` is the first error."""
+
+    def __init__(self, errors: list[BaseException | None]) -> None:
+        failed = [e for e in errors if e is not None]
+        self.errors = errors
+        self.first: BaseException = failed[0]
+        super().__init__(f"{len(failed)} of {len(errors)} not sent: {self.first}")
 
 
 class EventProducer:
@@ -70,17 +82,38 @@ class EventProducer:
                 await producer.stop()
 
     async def send_many(self, messages: Sequence[OutgoingMessage]) -> None:
-        """Send all messages and wait until the broker acknowledged every one."""
+        """Send all messages and wait until the broker acknowledged every one; raises
+        :class:`SendFailed` naming which were not acknowledged."""
         if self._producer is None:
             await self.start()
         assert self._producer is not None
-        futures = [
-            await self._producer.send(m.topic, m.value, key=m.key, headers=m.headers or None)
-            for m in messages
-        ]
-        await asyncio.gather(*futures)
-        for m in messages:
-            self._metrics.published.labels(self._metrics.service, m.topic).inc()
+        errors: list[BaseException | None] = [None] * len(messages)
+        queued: list[tuple[int, asyncio.Future[Any]]] = []
+        stop: BaseException | None = None
+        for i, m in enumerate(messages):
+            if stop is not None:  # the broker is away: don't wait on each of the rest
+                errors[i] = stop
+                continue
+            try:
+                future = await self._producer.send(
+                    m.topic, m.value, key=m.key, headers=m.headers or None
+                )
+            except Exception as exc:
+                errors[i] = exc
+                if not is_unpublishable(exc):
+                    stop = exc
+                continue
+            queued.append((i, future))
+        # Wait for everything queued, even after a refusal: those messages are on their way.
+        results = await asyncio.gather(*(f for _, f in queued), return_exceptions=True)
+        for (i, _), result in zip(queued, results, strict=True):
+            if isinstance(result, BaseException):
+                errors[i] = result
+        for m, error in zip(messages, errors, strict=True):
+            if error is None:
+                self._metrics.published.labels(self._metrics.service, m.topic).inc()
+        if any(e is not None for e in errors):
+            raise SendFailed(errors)
 
     async def send_event(self, topic: str, event: CloudEvent[Any], *, key: str) -> None:
         """Send one event directly (used where no database write accompanies it)."""

@@ -361,7 +361,7 @@ class SupervisedConsumer:
             ("original_partition", str(record.partition).encode()),
             ("original_offset", str(record.offset).encode()),
             ("attempts", str(attempts).encode()),
-            ("service", self._metrics.service.encode()),
+            ("service", f"{self._metrics.service}-{self.name}".encode()),  # who gave up
             ("consumer_group", self.group_id.encode()),
         ]
         try:

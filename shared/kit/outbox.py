@@ -6,7 +6,7 @@ in id order with ``acks=all`` and marks them sent, so a broker outage loses noth
 API keeps committing and the backlog drains once the broker answers again.
 
 - A row the broker refuses for good (too large, bad topic) moves to ``<outbox>_dead`` with
-  its reason and a metric; the rows behind it go on.
+  its reason and a metric; the rows behind it go on, each published once.
 - One relay per outbox is active at a time (a PostgreSQL advisory lock held for the round),
   so events leave in commit order per key even with several instances.
 - Backlog and oldest-row age are read from the table every round, failed rounds included.
@@ -19,7 +19,6 @@ import contextlib
 import logging
 import time
 import zlib
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.events.envelope import CloudEvent
-from shared.kafka.producer import EventProducer, OutgoingMessage
+from shared.kafka.producer import EventProducer, OutgoingMessage, SendFailed
 from shared.kit.failures import is_unpublishable
 from shared.metrics import PlumbingMetrics
 
@@ -204,7 +203,12 @@ class OutboxRelay:
         return bool(got)
 
     async def drain_once(self) -> int:
-        """Publish one batch of pending rows; returns how many were sent or dead-lettered."""
+        """Publish one batch of pending rows; returns how many were sent or dead-lettered.
+
+        Rows the broker refuses for good move to the dead-letter table; rows not sent for
+        another reason stay for the next round, and that reason is raised after the rows
+        that did go out are marked."""
+        failure: BaseException | None = None
         async with self._sessions() as session, session.begin():
             if not await self._lease(session):
                 return 0
@@ -218,39 +222,32 @@ class OutboxRelay:
             ).all()
             if not rows:
                 return 0
+            sent: list[Any] = list(rows)
+            done = len(rows)
             try:
                 await self._producer.send_many([_message(r) for r in rows])
-                sent = list(rows)
-            except Exception as exc:
-                if not is_unpublishable(exc):
-                    raise
-                sent = await self._one_by_one(session, rows)
+            except SendFailed as exc:
+                sent = [r for r, e in zip(rows, exc.errors, strict=True) if e is None]
+                done = len(sent)
+                for row, error in zip(rows, exc.errors, strict=True):
+                    if error is None:
+                        continue
+                    if is_unpublishable(error) and not isinstance(error, SendFailed):
+                        await self._bury(session, row, error)
+                        done += 1
+                    elif failure is None:
+                        failure = error
             if sent:
                 await session.execute(
                     update(self._row)
                     .where(self._row.id.in_([r.id for r in sent]))
                     .values(sent_at=datetime.now(UTC))
                 )
-            return len(rows)
+        if failure is not None and not done:
+            raise failure
+        return done
 
-    async def _one_by_one(self, session: AsyncSession, rows: Sequence[Any]) -> list[Any]:
-        """Send rows singly so an unpublishable one is set aside and the rest go on; stops
-        (keeping what was sent) at the first transient failure."""
-        sent: list[Any] = []
-        for row in rows:
-            try:
-                await self._producer.send_many([_message(row)])
-            except Exception as exc:
-                if not is_unpublishable(exc):
-                    if sent:
-                        break
-                    raise
-                await self._bury(session, row, exc)
-                continue
-            sent.append(row)
-        return sent
-
-    async def _bury(self, session: AsyncSession, row: Any, exc: Exception) -> None:
+    async def _bury(self, session: AsyncSession, row: Any, exc: BaseException) -> None:
         reason = f"{type(exc).__name__}: {exc}"[:2000]
         await session.execute(
             insert(self.dead).values(

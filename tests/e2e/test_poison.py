@@ -19,9 +19,9 @@ POISON = b"\x00not an event\xff"
 # Which consumers read each topic (and so dead-letter a poison message once each).
 READERS = {
     Topic.DIRECTORY: {"checkpoint-view", "notifier-view"},
-    Topic.IRCC: {"notifier-view", "notifier-mail", "monitor"},
-    Topic.CPC: {"notifier-mail", "monitor"},
-    Topic.DISCREPANCY: {"notifier-mail", "monitor-cases"},
+    Topic.IRCC: {"notifier-view", "notifier-mail", "monitor-checking"},
+    Topic.CPC: {"notifier-mail", "monitor-checking"},
+    Topic.DISCREPANCY: {"notifier-mail"},
     Topic.NOTIFICATION: {"monitor-cases"},
 }
 
