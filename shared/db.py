@@ -42,9 +42,14 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+SCHEMA_LOCK = 0x41425343  # any constant shared by every instance of every service
+
+
 async def create_schema(engine: AsyncEngine, metadata: MetaData) -> None:
-    """Create missing tables (idempotent)."""
+    """Create missing tables (idempotent; instances starting together take turns)."""
     async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
         await conn.run_sync(metadata.create_all)
 
 

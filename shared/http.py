@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -11,9 +12,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.kit.failures import is_transient
+
+log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 # 1 MiB, Kafka's default message size: a bigger body could never travel as an event.
 DEFAULT_MAX_BODY_BYTES = 1_048_576
@@ -125,6 +130,24 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem_response(
             Problem(title=title, status=exc.status_code, detail=detail), request
         )
+
+    async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # Caught here, not by the catch-all, so no traceback per request while a database
+        # or broker is away: one line each, and a 503 the client may retry.
+        if not is_transient(exc):
+            log.error("unexpected error on %s", request.url.path, exc_info=exc)
+            problem = Problem(title="Internal Server Error", status=500, detail="unexpected error")
+            return problem_response(problem, request)
+        log.warning("%s %s: dependency unavailable: %s", request.method, request.url.path, exc)
+        problem = Problem(
+            title="Service Unavailable",
+            status=503,
+            detail="a database or the broker can't be reached right now; try again shortly",
+        )
+        return problem_response(problem, request, {"Retry-After": "5"})
+
+    for transient in (SQLAlchemyError, ConnectionError, TimeoutError):
+        app.add_exception_handler(transient, _unavailable)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -46,6 +46,7 @@ from services.notifier.adapters.tables import DeliveryRow, OutboxRow
 from services.notifier.context import NotifierContext
 from shared.events import CloudEvent, Topic, dlq_name, new_event
 from shared.events.models import NotificationOutcome
+from shared.kit.failures import is_transient
 from shared.kit.outbox import stage
 
 log = logging.getLogger(__name__)
@@ -142,14 +143,23 @@ class DeliveryWorker:
                 await asyncio.wait_for(self._task, timeout)
 
     async def _run(self) -> None:
+        failures = 0
         while not self._stopping:
             # Cleared before the round, not after: a wake() during the round is not lost.
             self._wake.clear()
             try:
                 attempted = await self.run_once()
-            except Exception:  # database hiccup: try again shortly
-                log.exception("delivery round failed")
-                attempted = 0
+                failures = 0
+            except Exception as exc:  # database away: try again, less and less often
+                failures += 1
+                pause = min(0.2 * 2**failures, 5.0)
+                if is_transient(exc):
+                    log.warning("delivery round failed, next in %.1fs: %s", pause, exc)
+                else:
+                    log.exception("delivery round failed, next in %.1fs", pause)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), pause)
+                continue
             if attempted == 0 and not self._stopping:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._pause)
@@ -302,7 +312,28 @@ class DeliveryWorker:
         self._ctx.metrics.smtp_up.set(1)
 
     async def _record(self, row: DeliveryRow, outcome: str | None) -> bool:
-        """Write an attempt's outcome (and its event) if this worker still holds the claim."""
+        """Write an attempt's outcome (and its event) if this worker still holds the claim.
+
+        The mail may already be out: while the database can't be reached, keep trying (the
+        claim stays ours, nobody else sends it), or a restart of the row would mail twice."""
+        backoff = 0.1
+        while True:
+            try:
+                return await self._write_outcome(row, outcome)
+            except Exception as exc:
+                if not is_transient(exc) or self._stopping:
+                    raise
+                log.warning(
+                    "delivery %s: outcome (%s) not recorded yet, retrying in %.1fs: %s",
+                    row.id,
+                    row.status,
+                    backoff,
+                    exc,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _write_outcome(self, row: DeliveryRow, outcome: str | None) -> bool:
         ctx = self._ctx
         write = (
             update(DeliveryRow)

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.notifier.adapters.tables import ParkedEvent
 from services.notifier.metrics import NotifierMetrics
 from shared.events import CloudEvent, decode_event
+from shared.kit.failures import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +96,20 @@ class ParkingWorker:
                 await self._task
 
     async def _run(self) -> None:
+        pause = self._idle
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._idle)
+                await asyncio.wait_for(self._wake.wait(), pause)
             self._wake.clear()
             try:
                 await self.run_once()
-            except Exception:  # the database may be away: the next round tries again
-                log.exception("parking round failed")
+                pause = self._idle
+            except Exception as exc:  # the database may be away: try less and less often
+                pause = min(pause * 2, 10.0)
+                if is_transient(exc):
+                    log.warning("parking round failed, next in %.1fs: %s", pause, exc)
+                else:
+                    log.exception("parking round failed, next in %.1fs", pause)
 
     async def run_once(self) -> int:
         """Try every parked event once, oldest first per key; returns how many settled."""
