@@ -261,7 +261,9 @@ async def settle(
     if known is None:  # processed before: a re-read of the topic is cheap
         return True
     if isinstance(event.data, IrccEvent):
-        await ctx.projection.apply(event)  # its own mail may name it (idempotent)
+        # Its own mail may name it. In this transaction: another session would wait for
+        # the write lock this one holds (SQLite).
+        await ctx.projection.apply_in(session, event)
     missing = spec.missing(ctx, event)
     # Country-wide recipients (a government's NFPs and CNAs) can't be listed one by one:
     # they need a view that has read the directory to its end.

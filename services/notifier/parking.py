@@ -149,16 +149,28 @@ class ParkingWorker:
     async def _try(self, row_id: int, force: bool) -> bool:
         try:
             async with self._sessions() as session, session.begin():
-                row = await session.get(ParkedEvent, row_id, with_for_update=True)
-                if row is None:  # another instance settled it
+                # Taking the row away first is the write that locks it (and SQLite's write
+                # lock) before anything is read; it comes back if the event must wait more.
+                taken = await session.execute(
+                    delete(ParkedEvent)
+                    .where(ParkedEvent.id == row_id)
+                    .returning(ParkedEvent.payload)
+                )
+                payload = taken.scalar_one_or_none()
+                if payload is None:  # another instance settled it
                     return True
-                event = decode_event(row.payload.encode())
+                event = decode_event(payload.encode())
                 if not await self._settle(session, event, force):
-                    return False
-                await session.execute(delete(ParkedEvent).where(ParkedEvent.id == row_id))
+                    raise _NotYet
+        except _NotYet:
+            return False
         except IntegrityError:  # settled concurrently elsewhere: nothing left to do
             return True
         return True
+
+
+class _NotYet(Exception):
+    """Rolls the attempt back: the event stays parked."""
 
 
 def _epoch(moment: datetime) -> float:

@@ -74,18 +74,25 @@ class Projection:
             await self._apply(event)
 
     async def _apply(self, event: CloudEvent[Any]) -> None:
-        data = event.data
         async with self._sessions() as session:
-            if isinstance(data, DirectoryRecordPublished):
-                await self._publish_directory(session, data)
-            elif isinstance(data, DirectoryRecordWithdrawn):
-                row = await session.get(DirectoryRow, data.identifier)
-                if row is not None:
-                    row.published = False
-                self.directory.remove(data.identifier)
-            elif isinstance(data, IrccEvent):
-                await self._publish_ircc(session, data, revoked=event.type == "ircc.revoked")
+            await self.apply_in(session, event)
             await session.commit()
+
+    async def apply_in(self, session: AsyncSession, event: CloudEvent[Any]) -> None:
+        """Fold one event in within the caller's transaction (the caller commits). Memory
+        moves at once: the view only ever holds published records, so a rollback leaves
+        nothing wrong in it."""
+        data = event.data
+        if isinstance(data, DirectoryRecordPublished):
+            await self._publish_directory(session, data)
+        elif isinstance(data, DirectoryRecordWithdrawn):
+            row = await session.get(DirectoryRow, data.identifier)
+            if row is not None:
+                row.published = False
+            self.directory.remove(data.identifier)
+        elif isinstance(data, IrccEvent):
+            await self._publish_ircc(session, data, revoked=event.type == "ircc.revoked")
+            await session.flush()
 
     async def _publish_directory(
         self, session: AsyncSession, data: DirectoryRecordPublished

@@ -561,15 +561,9 @@ class SupervisedConsumer:
         tx_handler = self._tx_handler
         next_offset = items[-1].record.offset + 1
         async with self._sessions() as session, session.begin():
-            tx = Tx(session)
-            for item in items:
-                if item.event is None:
-                    continue
-                token = correlation_id.set(item.event.correlationid)
-                try:
-                    await tx_handler(tx, item.event, self._delivery(item.record))
-                finally:
-                    correlation_id.reset(token)
+            # The offset first: a write, so SQLite takes its write lock before any read (no
+            # stale snapshot to upgrade later), and on PostgreSQL a second member of the
+            # group waits here instead of doing the work twice.
             await store.store_offset(
                 session,
                 self._offsets,
@@ -579,6 +573,15 @@ class SupervisedConsumer:
                 expected=self._db_next.get(tp),
                 next_offset=next_offset,
             )
+            tx = Tx(session)
+            for item in items:
+                if item.event is None:
+                    continue
+                token = correlation_id.set(item.event.correlationid)
+                try:
+                    await tx_handler(tx, item.event, self._delivery(item.record))
+                finally:
+                    correlation_id.reset(token)
         self._db_next[tp] = next_offset
         self._pending[tp] = next_offset
         for hook in tx.hooks:

@@ -9,6 +9,7 @@ group briefly hold the same partition, the second commit matches nothing and rol
 from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 TABLE_NAME = "kit_consumer_offsets"
@@ -61,18 +62,14 @@ async def store_offset(
     """Move the offset from ``expected`` (None: no row yet) to ``next_offset``, or raise
     :class:`StaleOffset` when someone else moved it meanwhile."""
     if expected is None:
-        exists = await session.scalar(
-            select(table.c.next_offset).where(
-                table.c.group_id == group, table.c.topic == topic, table.c.partition == partition
+        try:
+            await session.execute(
+                insert(table).values(
+                    group_id=group, topic=topic, partition=partition, next_offset=next_offset
+                )
             )
-        )
-        if exists is not None:
-            raise StaleOffset(f"{topic}[{partition}] already at {exists}")
-        await session.execute(
-            insert(table).values(
-                group_id=group, topic=topic, partition=partition, next_offset=next_offset
-            )
-        )
+        except IntegrityError as exc:
+            raise StaleOffset(f"{topic}[{partition}] was stored meanwhile") from exc
         return
     result = await session.execute(
         update(table)

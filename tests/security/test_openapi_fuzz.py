@@ -47,6 +47,7 @@ from schemathesis import APIOperation, Case, GenerationMode
 
 from tests.support import records as rec
 from tests.support.databases import BACKENDS, skip_unless_backend
+from tests.support.poll import eventually
 from tests.support.registry import ADMIN_TOKEN, auth, create_user, government_users
 from tests.support.security_stack import module_stack
 from tools.smtp_sink import SmtpSink
@@ -238,6 +239,12 @@ async def send(client: httpx.AsyncClient, case: AnyCase, token: str) -> httpx.Re
 async def fuzz_service(target: Target, service: str) -> list[str]:
     """Send every case of every operation of ``service``; returns the violations."""
     client = target.clients[service]
+
+    async def ready() -> bool:
+        return (await client.get("/readyz")).status_code == 200
+
+    # A service still starting says so with 503; once ready, a 503 anywhere is a failure.
+    await eventually(ready, timeout=60, what=f"{service} ready")
     raw = (await client.get("/openapi.json")).json()
     schema = schemathesis.openapi.from_dict(raw)
     failures: list[str] = []
