@@ -293,6 +293,8 @@ def mail_handler(
             return
         session = tx.session
         key = delivery.key or event.subject
+        if await parking.is_parked(session, event.id):
+            return  # a copy of an event that already waits
         if await parking.is_parked_key(session, key) or not await settle(
             ctx, session, event, False
         ):

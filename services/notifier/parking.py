@@ -41,6 +41,12 @@ async def is_parked_key(session: AsyncSession, key: str) -> bool:
     return found is not None
 
 
+async def is_parked(session: AsyncSession, event_id: str) -> bool:
+    """True when this very event already waits (a redelivered copy adds nothing)."""
+    found = await session.scalar(select(ParkedEvent.id).where(ParkedEvent.event_id == event_id))
+    return found is not None
+
+
 def park(session: AsyncSession, event: CloudEvent[Any], key: str, missing: list[str]) -> None:
     """Park ``event`` in the caller's transaction."""
     session.add(

@@ -1,0 +1,213 @@
+"""The checkpoint and monitor handler tables, run through the kit's harness (no broker).
+
+Each feed is one consumed batch: the handlers' writes, their outbox rows and the offset
+commit together, as in the services; the broker tests stay in tests/integration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from services.checkpoint.adapters.tables import Base as CheckpointBase
+from services.checkpoint.adapters.tables import KnownCheckpoint
+from services.checkpoint.bootstrap import DIRECTORY_HANDLERS
+from services.monitor.adapters.tables import Base as MonitorBase
+from services.monitor.adapters.tables import CaseRow, FindingsRow
+from services.monitor.adapters.tables import OutboxRow as MonitorOutbox
+from services.monitor.bootstrap import CHECKED_TYPES, utc_now
+from services.monitor.directory import CheckpointView
+from services.monitor.metrics import MonitorMetrics
+from services.monitor.worker import MonitorWorker
+from shared.events import CloudEvent, new_event
+from shared.events.models import DirectoryRecordPublished, DirectoryRecordWithdrawn
+from shared.kafka.producer import EventProducer
+from shared.kit.outbox import OutboxRelay
+from shared.kit.testing import HandlerHarness
+from tests.integration.monitor.checking import checkpoint_published, cpc_event, ircc_event
+
+# -- checkpoint: the directory consumer keeps the known checkpoints -----------------------
+
+CP = "T-CP-1"
+
+
+def directory_published(
+    identifier: str, revision: int, gov: str = "de", schema: str = "absCheckpoint"
+) -> CloudEvent[Any]:
+    data = DirectoryRecordPublished(
+        uid=f"ABSCH-CP-{gov.upper()}-7-{revision}",
+        schema_=schema,
+        identifier=identifier,
+        document_id=7,
+        revision=revision,
+        government=gov,
+        record={
+            "header": {"identifier": identifier, "schema": schema, "languages": ["en"]},
+            "government": {"identifier": gov},
+            "name": {"en": f"Checkpoint revision {revision}"},
+        },
+    )
+    return new_event("directory.record.published", source="registry", subject=data.uid, data=data)
+
+
+def directory_withdrawn(identifier: str, gov: str = "de") -> CloudEvent[Any]:
+    data = DirectoryRecordWithdrawn(
+        uid=f"ABSCH-CP-{gov.upper()}-7",
+        schema_="absCheckpoint",
+        identifier=identifier,
+        document_id=7,
+        government=gov,
+    )
+    return new_event("directory.record.withdrawn", source="registry", subject=data.uid, data=data)
+
+
+@pytest.fixture
+async def checkpoint() -> AsyncIterator[HandlerHarness]:
+    async with HandlerHarness(CheckpointBase.metadata, DIRECTORY_HANDLERS) as harness:
+        yield harness
+
+
+async def known(h: HandlerHarness) -> dict[str, tuple[int, str | None, bool, dict[str, Any]]]:
+    return {
+        r.identifier: (r.revision, r.government, r.published, r.name)
+        for r in await h.rows(KnownCheckpoint)
+    }
+
+
+async def test_checkpoint_a_published_checkpoint_is_known(checkpoint: HandlerHarness) -> None:
+    await checkpoint.feed(directory_published(CP, 1))
+    await checkpoint.feed(directory_published("T-NFP-1", 1, schema="focalPoint"))
+    assert await known(checkpoint) == {CP: (1, "de", True, {"en": "Checkpoint revision 1"})}
+
+
+async def test_checkpoint_an_older_revision_never_wins(checkpoint: HandlerHarness) -> None:
+    await checkpoint.feed(directory_published(CP, 2, gov="fr"), directory_published(CP, 1))
+    await checkpoint.feed(directory_published(CP, 1))
+    assert await known(checkpoint) == {CP: (2, "fr", True, {"en": "Checkpoint revision 2"})}
+    await checkpoint.feed(directory_published(CP, 3))
+    assert (await known(checkpoint))[CP][:3] == (3, "de", True)
+
+
+async def test_checkpoint_a_withdrawal_unpublishes(checkpoint: HandlerHarness) -> None:
+    await checkpoint.feed(directory_published(CP, 2))
+    await checkpoint.feed(directory_withdrawn(CP), directory_withdrawn("T-CP-UNSEEN"))
+    assert await known(checkpoint) == {CP: (2, "de", False, {"en": "Checkpoint revision 2"})}
+    await checkpoint.feed(directory_published(CP, 3))
+    assert (await known(checkpoint))[CP][:3] == (3, "de", True)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="services/checkpoint/handlers.py on_directory: a publication whose revision equals "
+    "the stored one republishes a withdrawn checkpoint (`data.revision >= row.revision`), so "
+    "an instance re-reading the directory topic into the shared known_checkpoints table (a "
+    "new per-instance group) flips it back to published until it reaches the withdrawal; "
+    "the monitor's fold (services/monitor/directory.py) lets a withdrawal hold for the "
+    "revision it follows",
+)
+async def test_checkpoint_a_withdrawal_holds_against_a_replay_of_its_revision(
+    checkpoint: HandlerHarness,
+) -> None:
+    await checkpoint.feed(directory_published(CP, 1), directory_withdrawn(CP))
+    await checkpoint.feed(directory_published(CP, 1))  # another instance reading from the start
+    assert (await known(checkpoint))[CP][:3] == (1, "de", False)
+
+
+# -- monitor: the checking consumer flags and clears discrepancies --------------------------
+
+
+@dataclass
+class Monitor:
+    harness: HandlerHarness
+    view: CheckpointView
+    registry: CollectorRegistry
+
+    def counted(self, name: str, rule: str) -> float:
+        return self.registry.get_sample_value(name, {"rule": rule}) or 0.0
+
+    async def cases(self) -> dict[str, tuple[str, str, int]]:
+        return {c.id: (c.rule, c.status, len(c.history)) for c in await self.harness.rows(CaseRow)}
+
+    async def findings(self) -> dict[str, dict[str, Any]]:
+        rows = await self.harness.rows(FindingsRow)
+        return {fid: entry for row in rows for fid, entry in row.stored.items()}
+
+
+@pytest.fixture
+async def monitor() -> AsyncIterator[Monitor]:
+    """The checking consumer's table as ``services/monitor/bootstrap.py`` wires it, on the
+    harness's database; the relay is never started (tests read the outbox table)."""
+    registry = CollectorRegistry()
+    metrics = MonitorMetrics(registry)
+    async with HandlerHarness(MonitorBase.metadata, topic="t.absch.cpc.v1") as harness:
+        producer = EventProducer("127.0.0.1:9", client_id="test", metrics=metrics.plumbing)
+        relay = OutboxRelay(harness.sessions, MonitorOutbox, producer, metrics.plumbing)
+        view = CheckpointView(harness.sessions)
+        worker = MonitorWorker(
+            sessions=harness.sessions,
+            relay=relay,
+            metrics=metrics,
+            checkpoints=view,
+            clock=utc_now,
+            prefix="t.",
+            grace_seconds=0,
+            recheck_interval=3600.0,
+        )
+        view.listeners.append(worker.recheck_checkpoint)
+        harness.use(dict.fromkeys(CHECKED_TYPES, worker.on_event_tx))
+        await view.apply(checkpoint_published(CP))
+        yield Monitor(harness, view, registry)
+
+
+async def test_monitor_an_unknown_ircc_is_flagged_then_cleared_once(monitor: Monitor) -> None:
+    h = monitor.harness
+    cpc, ircc = cpc_event(1, irccs=[7], checkpoints=[CP]), ircc_event(7)
+
+    await h.feed(cpc, key="ABSCH-CPC-DE-1")
+    (flagged,) = await h.staged(MonitorOutbox)
+    assert flagged.type == "discrepancy.flagged"
+    assert flagged.data.rule == "IRCC_UNKNOWN"
+    assert flagged.data.cpc_uid == cpc.data.uid
+    assert flagged.data.ircc_uid == "T-IRCC-7"
+    case_id = flagged.data.id
+    assert await monitor.cases() == {case_id: ("IRCC_UNKNOWN", "open", 1)}
+    assert {fid: e["active"] for fid, e in (await monitor.findings()).items()} == {case_id: True}
+    assert monitor.counted("monitor_discrepancies_flagged_total", "IRCC_UNKNOWN") == 1
+
+    await h.feed(ircc, key="ABSCH-IRCC-MX-7")
+    staged = await h.staged(MonitorOutbox)
+    assert [(e.type, e.data.id, e.data.status) for e in staged] == [
+        ("discrepancy.flagged", case_id, "open"),
+        ("discrepancy.cleared", case_id, "cleared"),
+    ]
+    assert await monitor.cases() == {case_id: ("IRCC_UNKNOWN", "cleared", 2)}
+    assert {fid: e["active"] for fid, e in (await monitor.findings()).items()} == {case_id: False}
+    assert monitor.counted("monitor_discrepancies_cleared_total", "IRCC_UNKNOWN") == 1
+
+    # The same events again (a re-read topic, a duplicate publish): nothing changes.
+    await h.feed(cpc, key="ABSCH-CPC-DE-1")
+    await h.feed(ircc, cpc)
+    assert await h.staged(MonitorOutbox) == staged
+    assert await monitor.cases() == {case_id: ("IRCC_UNKNOWN", "cleared", 2)}
+    assert monitor.counted("monitor_discrepancies_flagged_total", "IRCC_UNKNOWN") == 1
+    assert await h.stored_offset() == 5
+
+
+async def test_monitor_a_redelivered_cpc_flags_nothing_twice(monitor: Monitor) -> None:
+    h = monitor.harness
+    cpc = cpc_event(2, irccs=[8], checkpoints=[CP])
+    await h.feed(cpc, cpc)  # twice in one batch
+    await h.feed(cpc)
+    assert [e.type for e in await h.staged(MonitorOutbox)] == ["discrepancy.flagged"]
+    assert [status for _, status, _ in (await monitor.cases()).values()] == ["open"]
+
+
+async def test_monitor_a_known_ircc_raises_nothing(monitor: Monitor) -> None:
+    h = monitor.harness
+    await h.feed(ircc_event(9), cpc_event(3, irccs=[9], checkpoints=[CP]))
+    assert await h.staged(MonitorOutbox) == []
+    assert await monitor.cases() == {}
