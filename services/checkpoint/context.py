@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.checkpoint.settings import CheckpointSettings
+from shared.kit.directory import DirectoryView
 from shared.kit.outbox import OutboxRelay
 from shared.metrics import PlumbingMetrics
 
@@ -49,6 +50,7 @@ class CheckpointContext:
     settings: CheckpointSettings
     sessions: async_sessionmaker[AsyncSession]
     relay: OutboxRelay
+    directory: DirectoryView
     metrics: CheckpointMetrics
     clock: Callable[[], datetime] = utc_now
 

@@ -1,4 +1,5 @@
-"""Checkpoint use cases: keep the checkpoint directory, accept and publish communiqués."""
+"""Checkpoint use cases: accept and publish communiqués (cited checkpoints come from the
+kit's directory view)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,10 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import String, cast, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.checkpoint.adapters.tables import (
     CommuniqueRow,
     IdempotencyRow,
-    KnownCheckpoint,
     OutboxRow,
 )
 from services.checkpoint.context import CheckpointContext
@@ -29,7 +28,8 @@ from services.checkpoint.domain import (
 )
 from shared.auth import Principal
 from shared.events import CloudEvent, Topic, new_event
-from shared.events.models import CpcPublished, DirectoryRecordPublished, DirectoryRecordWithdrawn
+from shared.events.models import CpcPublished
+from shared.kit.directory import DirectoryView
 from shared.kit.outbox import stage
 from shared.records import AbsCheckpointCommunique, parse_record, record_errors
 from shared.uid import BadReference, format_uid, parse_reference
@@ -60,24 +60,6 @@ class Submitted:
     warnings: list[str] = field(default_factory=list)
 
 
-async def on_directory(session: AsyncSession, event: CloudEvent[Any]) -> None:
-    """Keep the published checkpoints (idempotent; older revisions never win); runs in the
-    consumer's transaction, beside the directory topic's offset."""
-    data = event.data
-    if isinstance(data, DirectoryRecordPublished) and data.schema_ == "absCheckpoint":
-        row = await session.get(KnownCheckpoint, data.identifier)
-        if row is None:
-            row = KnownCheckpoint(identifier=data.identifier, revision=0)
-            session.add(row)
-        if data.revision >= row.revision:
-            row.government, row.revision, row.published = data.government, data.revision, True
-            row.name = data.record.get("name") or {}
-    elif isinstance(data, DirectoryRecordWithdrawn):
-        row = await session.get(KnownCheckpoint, data.identifier)
-        if row is not None:
-            row.published = False
-
-
 def _validate(body: dict[str, Any]) -> AbsCheckpointCommunique:
     header = body.get("header")
     if not isinstance(header, dict) or header.get("schema") != CPC_SCHEMA:
@@ -106,12 +88,12 @@ async def _replay(
     return Submitted(row.uid, replayed=True)
 
 
-async def _check_cited(session: AsyncSession, gov: str, cited: list[str]) -> None:
+def _check_cited(directory: DirectoryView, gov: str, cited: list[str]) -> None:
     """Every cited checkpoint must be a published checkpoint of the CPC's government."""
     errors = []
     for i, ident in enumerate(cited):
-        cp = await session.get(KnownCheckpoint, ident)
-        if cp is None or not cp.published or cp.government != gov:
+        cp = directory.get(ident)
+        if cp is None or not cp.published or cp.schema != "absCheckpoint" or cp.government != gov:
             errors.append(
                 {
                     "field": f"absCheckpoints.{i}.identifier",
@@ -161,7 +143,7 @@ async def _store(ctx: CheckpointContext, sub: _Submission) -> str:
     Raises ``IntegrityError`` when the identifier or the key was taken meanwhile.
     """
     async with ctx.sessions() as session:
-        await _check_cited(session, sub.government, sub.checkpoints)
+        _check_cited(ctx.directory, sub.government, sub.checkpoints)
         row = CommuniqueRow(
             identifier=sub.record["header"]["identifier"],
             government=sub.government,

@@ -23,6 +23,7 @@ from shared.events import CloudEvent, Topic, all_topics, topic_name
 from shared.kafka.admin import connect_producer
 from shared.kafka.producer import EventProducer
 from shared.kit.consumer import Delivery, Handler, SupervisedConsumer, Tx, TxHandler
+from shared.kit.directory import DIRECTORY_TYPES, DirectoryView, directory_table
 from shared.kit.offsets import offsets_table
 from shared.kit.outbox import OutboxRelay
 from shared.kit.readiness import Readiness, Thresholds
@@ -86,6 +87,7 @@ class Kit:
         self.relay = OutboxRelay(self.sessions, outbox, self.producer, metrics) if outbox else None
         self.consumers: list[SupervisedConsumer] = []
         self.workers: list[Worker] = []
+        self._directory: DirectoryView | None = None
         self.closers: list[Callable[[], Awaitable[None]]] = []
         self.readiness = Readiness(
             metrics=metrics,
@@ -147,6 +149,22 @@ class Kit:
         self.readiness.watch_consumer(consumer)
         return consumer
 
+    def directory(self) -> DirectoryView:
+        """The shared view of the published directory (created on first use): its table in
+        this service's database, a consumer of the directory topic of its own per instance,
+        loaded at start, and a readiness check until it has read the topic once."""
+        if self._directory is None:
+            view = DirectoryView(directory_table(self.metadata))
+            view.consumer = self.consumer(
+                "directory",
+                [Topic.DIRECTORY],
+                tx_handlers=dict.fromkeys(DIRECTORY_TYPES, view.on_event),
+                per_instance=True,
+            )
+            self.readiness.add("directory", view.ready)
+            self._directory = view
+        return self._directory
+
     def add_worker(self, worker: Worker) -> None:
         """Run ``worker`` after the consumers start; it stops before them."""
         self.workers.append(worker)
@@ -181,12 +199,15 @@ class Kit:
         return self.readiness.snapshot()
 
     def lifespan(self, *, before_start: Callable[[], Awaitable[None]] | None = None) -> Lifespan:
-        """Start: schema, producer, relay, consumers, workers, readiness. Stop: reverse."""
+        """Start: schema, directory view, ``before_start``, producer, relay, consumers,
+        workers, readiness. Stop: the reverse."""
         s = self.settings
 
         @asynccontextmanager
         async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await create_schema(self.engine, self.metadata)
+            if self._directory is not None:
+                await self._directory.load(self.sessions)
             if before_start is not None:
                 await before_start()
             connect = asyncio.create_task(

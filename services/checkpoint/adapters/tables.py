@@ -1,11 +1,11 @@
-"""Checkpoint tables: known checkpoints, communiqués, idempotency keys, outbox."""
+"""Checkpoint tables: communiqués, idempotency keys, outbox (the directory is the kit's)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Integer, String
+from sqlalchemy import JSON, BigInteger, DateTime, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.kit.outbox import OutboxMixin
@@ -15,18 +15,6 @@ PK = BigInteger().with_variant(Integer, "sqlite")
 
 class Base(DeclarativeBase):
     """Metadata of the checkpoint database."""
-
-
-class KnownCheckpoint(Base):
-    """A checkpoint record as published on the directory topic."""
-
-    __tablename__ = "known_checkpoints"
-
-    identifier: Mapped[str] = mapped_column(String(128), primary_key=True)
-    government: Mapped[str | None] = mapped_column(String(8), nullable=True)
-    revision: Mapped[int] = mapped_column(Integer)
-    published: Mapped[bool] = mapped_column(Boolean, default=True)
-    name: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
 class CommuniqueRow(Base):

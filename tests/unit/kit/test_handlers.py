@@ -1,4 +1,5 @@
-"""The checkpoint and monitor handler tables, run through the kit's harness (no broker).
+"""The kit's directory view and the monitor's handler table, run through the kit's harness
+(no broker).
 
 Each feed is one consumed batch: the handlers' writes, their outbox rows and the offset
 commit together, as in the services; the broker tests stay in tests/integration.
@@ -12,10 +13,8 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
+from sqlalchemy import MetaData
 
-from services.checkpoint.adapters.tables import Base as CheckpointBase
-from services.checkpoint.adapters.tables import KnownCheckpoint
-from services.checkpoint.bootstrap import DIRECTORY_HANDLERS
 from services.monitor.adapters.tables import Base as MonitorBase
 from services.monitor.adapters.tables import CaseRow, FindingsRow
 from services.monitor.adapters.tables import OutboxRow as MonitorOutbox
@@ -26,11 +25,12 @@ from services.monitor.worker import MonitorWorker
 from shared.events import CloudEvent, new_event
 from shared.events.models import DirectoryRecordPublished, DirectoryRecordWithdrawn
 from shared.kafka.producer import EventProducer
+from shared.kit.directory import DIRECTORY_TYPES, DirectoryView, directory_table
 from shared.kit.outbox import OutboxRelay
 from shared.kit.testing import HandlerHarness
 from tests.integration.monitor.checking import checkpoint_published, cpc_event, ircc_event
 
-# -- checkpoint: the directory consumer keeps the known checkpoints -----------------------
+# -- the directory view: what every service knows of the published directory ---------------
 
 CP = "T-CP-1"
 
@@ -65,55 +65,64 @@ def directory_withdrawn(identifier: str, gov: str = "de") -> CloudEvent[Any]:
     return new_event("directory.record.withdrawn", source="registry", subject=data.uid, data=data)
 
 
+@dataclass
+class Directory:
+    harness: HandlerHarness
+    view: DirectoryView
+
+
 @pytest.fixture
-async def checkpoint() -> AsyncIterator[HandlerHarness]:
-    async with HandlerHarness(CheckpointBase.metadata, DIRECTORY_HANDLERS) as harness:
-        yield harness
+async def checkpoint() -> AsyncIterator[Directory]:
+    metadata = MetaData()
+    view = DirectoryView(directory_table(metadata))
+    handlers = dict.fromkeys(DIRECTORY_TYPES, view.on_event)
+    async with HandlerHarness(metadata, handlers) as harness:
+        yield Directory(harness, view)
 
 
-async def known(h: HandlerHarness) -> dict[str, tuple[int, str | None, bool, dict[str, Any]]]:
-    return {
-        r.identifier: (r.revision, r.government, r.published, r.name)
-        for r in await h.rows(KnownCheckpoint)
+async def known(d: Directory) -> dict[str, tuple[int, str | None, bool, Any]]:
+    """Checkpoints as stored, checked against the view's memory and a fresh load."""
+    stored = {
+        e.identifier: (e.revision, e.government, e.published, e.record.get("name"))
+        for e in d.view.entries("absCheckpoint")
     }
+    reloaded = DirectoryView(d.view.table)
+    await reloaded.load(d.harness.sessions)
+    assert {e.identifier: e for e in reloaded.entries()} == {
+        e.identifier: e for e in d.view.entries()
+    }
+    return stored
 
 
-async def test_checkpoint_a_published_checkpoint_is_known(checkpoint: HandlerHarness) -> None:
-    await checkpoint.feed(directory_published(CP, 1))
-    await checkpoint.feed(directory_published("T-NFP-1", 1, schema="focalPoint"))
+async def test_checkpoint_a_published_checkpoint_is_known(checkpoint: Directory) -> None:
+    await checkpoint.harness.feed(directory_published(CP, 1))
+    await checkpoint.harness.feed(directory_published("T-NFP-1", 1, schema="focalPoint"))
     assert await known(checkpoint) == {CP: (1, "de", True, {"en": "Checkpoint revision 1"})}
 
 
-async def test_checkpoint_an_older_revision_never_wins(checkpoint: HandlerHarness) -> None:
-    await checkpoint.feed(directory_published(CP, 2, gov="fr"), directory_published(CP, 1))
-    await checkpoint.feed(directory_published(CP, 1))
+async def test_checkpoint_an_older_revision_never_wins(checkpoint: Directory) -> None:
+    await checkpoint.harness.feed(directory_published(CP, 2, gov="fr"), directory_published(CP, 1))
+    await checkpoint.harness.feed(directory_published(CP, 1))
     assert await known(checkpoint) == {CP: (2, "fr", True, {"en": "Checkpoint revision 2"})}
-    await checkpoint.feed(directory_published(CP, 3))
+    await checkpoint.harness.feed(directory_published(CP, 3))
     assert (await known(checkpoint))[CP][:3] == (3, "de", True)
 
 
-async def test_checkpoint_a_withdrawal_unpublishes(checkpoint: HandlerHarness) -> None:
-    await checkpoint.feed(directory_published(CP, 2))
-    await checkpoint.feed(directory_withdrawn(CP), directory_withdrawn("T-CP-UNSEEN"))
+async def test_checkpoint_a_withdrawal_unpublishes(checkpoint: Directory) -> None:
+    await checkpoint.harness.feed(directory_published(CP, 2))
+    await checkpoint.harness.feed(directory_withdrawn(CP), directory_withdrawn("T-CP-UNSEEN"))
     assert await known(checkpoint) == {CP: (2, "de", False, {"en": "Checkpoint revision 2"})}
-    await checkpoint.feed(directory_published(CP, 3))
+    await checkpoint.harness.feed(directory_published(CP, 3))
     assert (await known(checkpoint))[CP][:3] == (3, "de", True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="services/checkpoint/handlers.py on_directory: a publication whose revision equals "
-    "the stored one republishes a withdrawn checkpoint (`data.revision >= row.revision`), so "
-    "an instance re-reading the directory topic into the shared known_checkpoints table (a "
-    "new per-instance group) flips it back to published until it reaches the withdrawal; "
-    "the monitor's fold (services/monitor/directory.py) lets a withdrawal hold for the "
-    "revision it follows",
-)
 async def test_checkpoint_a_withdrawal_holds_against_a_replay_of_its_revision(
-    checkpoint: HandlerHarness,
+    checkpoint: Directory,
 ) -> None:
-    await checkpoint.feed(directory_published(CP, 1), directory_withdrawn(CP))
-    await checkpoint.feed(directory_published(CP, 1))  # another instance reading from the start
+    await checkpoint.harness.feed(directory_published(CP, 1), directory_withdrawn(CP))
+    await checkpoint.harness.feed(
+        directory_published(CP, 1)
+    )  # another instance reading from the start
     assert (await known(checkpoint))[CP][:3] == (1, "de", False)
 
 
