@@ -27,13 +27,7 @@ from shared.events import CloudEvent, Topic
 from shared.kit.assemble import Kit
 from shared.kit.consumer import Delivery
 
-VIEW_TYPES = (
-    "directory.record.published",
-    "directory.record.withdrawn",
-    "ircc.published",
-    "ircc.amended",
-    "ircc.revoked",
-)
+IRCC_TYPES = ("ircc.published", "ircc.amended", "ircc.revoked")
 
 
 def bootstrap(settings: NotifierSettings, *, clock: Callable[[], datetime] = utc_now) -> FastAPI:
@@ -68,22 +62,20 @@ def bootstrap(settings: NotifierSettings, *, clock: Callable[[], datetime] = utc
     async def on_view_event(event: CloudEvent[Any], _delivery: Delivery) -> None:
         await ctx.projection.apply(event)
 
-    # Every instance keeps the whole directory and IRCC view, hence a group of its own.
-    view = kit.consumer(
+    directory = kit.directory()
+    directory.mirrors.append(ctx.projection.mirror)
+    # Every instance keeps every IRCC, hence a group of its own.
+    kit.consumer(
         "view",
-        [Topic.DIRECTORY, Topic.IRCC],
-        handlers=dict.fromkeys(VIEW_TYPES, on_view_event),
+        [Topic.IRCC],
+        handlers=dict.fromkeys(IRCC_TYPES, on_view_event),
         per_instance=True,
     )
-    directory = kit.topic(Topic.DIRECTORY)
-
-    def view_advanced_at() -> float:
-        return view.caught_up_at.get(directory, 0.0)
 
     def view_current() -> bool:
-        # A lag-free round of the view started within the last few fetch waits.
+        # The directory was read to its end in a round that started a few fetch waits ago.
         fresh = 3 * settings.kafka_fetch_max_wait_ms / 1000 + 1.0
-        return view_advanced_at() >= time.time() - fresh
+        return directory.read_to_end_since(time.time() - fresh)
 
     ctx.view_current = view_current
 
@@ -95,7 +87,7 @@ def bootstrap(settings: NotifierSettings, *, clock: Callable[[], datetime] = utc
         settle_parked,
         metrics,
         wait_seconds=settings.reference_wait_seconds,
-        view_advanced_at=view_advanced_at,
+        view_advanced_at=directory.read_to_end_at,
         on_settled=worker.wake,
     )
     mail = mail_handler(ctx, on_parked=parked.wake, on_queued=worker.wake)

@@ -1,8 +1,10 @@
-"""The notifier's view of the published directory and of IRCCs.
+"""The notifier's view of IRCCs, and its recipient index of the published directory.
 
-Rows live in the database (so a restart does not re-read history) and in memory (so
-recipient resolution needs no I/O). Every instance keeps the whole view: it is fed by a
-consumer of its own that reads all partitions of the directory and IRCC topics.
+IRCC rows live in the database (so a restart does not re-read history) and in memory (so
+recipient resolution needs no I/O); every instance keeps them all, fed by a consumer of
+its own that reads every partition of the IRCC topic. The directory itself is the kit's
+view (``shared/kit/directory.py``); :meth:`Projection.mirror` keeps the in-memory index
+the recipient rules read in step with it.
 """
 
 from __future__ import annotations
@@ -13,15 +15,16 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.notifier.adapters.tables import DirectoryRow, IrccRow
+from services.notifier.adapters.tables import IrccRow
 from services.notifier.domain import InMemoryDirectory
 from shared.events import CloudEvent
-from shared.events.models import DirectoryRecordPublished, DirectoryRecordWithdrawn, IrccEvent
+from shared.events.models import IrccEvent
+from shared.kit.directory import Entry
 from shared.uid import UidError, parse_uid
 
 
 class Projection:
-    """Directory and IRCC state, in memory and in the database."""
+    """IRCC state (memory and database) and the directory's recipient index (memory)."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
@@ -31,11 +34,16 @@ class Projection:
         self._by_document: dict[int, str] = {}
         self._uids: dict[str, str] = {}
 
+    def mirror(self, entry: Entry) -> None:
+        """Follow one change of the kit's directory view (published, or not any more)."""
+        if entry.published:
+            self.directory.add(entry.record)
+        else:
+            self.directory.remove(entry.identifier)
+
     async def load(self) -> None:
-        """Fill the memory view from the database."""
+        """Fill the IRCC memory view from the database."""
         async with self._sessions() as session:
-            for row in await session.scalars(select(DirectoryRow).where(DirectoryRow.published)):
-                self.directory.add(row.body)
             for ircc in await session.scalars(select(IrccRow)):
                 self._irccs[ircc.identifier] = ircc.body
                 self._by_document[ircc.document_id] = ircc.identifier
@@ -65,7 +73,7 @@ class Projection:
         return self.directory.record(identifier) is not None
 
     async def apply(self, event: CloudEvent[Any]) -> None:
-        """Fold one directory or IRCC event in (idempotent; older revisions never win)."""
+        """Fold one IRCC event in (idempotent; older revisions never win)."""
         try:
             await self._apply(event)
         except IntegrityError:
@@ -83,29 +91,9 @@ class Projection:
         moves at once: the view only ever holds published records, so a rollback leaves
         nothing wrong in it."""
         data = event.data
-        if isinstance(data, DirectoryRecordPublished):
-            await self._publish_directory(session, data)
-        elif isinstance(data, DirectoryRecordWithdrawn):
-            row = await session.get(DirectoryRow, data.identifier)
-            if row is not None:
-                row.published = False
-            self.directory.remove(data.identifier)
-        elif isinstance(data, IrccEvent):
+        if isinstance(data, IrccEvent):
             await self._publish_ircc(session, data, revoked=event.type == "ircc.revoked")
             await session.flush()
-
-    async def _publish_directory(
-        self, session: AsyncSession, data: DirectoryRecordPublished
-    ) -> None:
-        row = await session.get(DirectoryRow, data.identifier)
-        if row is not None and row.revision > data.revision:
-            return
-        if row is None:
-            row = DirectoryRow(identifier=data.identifier)
-            session.add(row)
-        row.schema_name, row.government, row.uid = data.schema_, data.government, data.uid
-        row.revision, row.published, row.body = data.revision, True, data.record
-        self.directory.add(data.record)
 
     async def _publish_ircc(self, session: AsyncSession, data: IrccEvent, *, revoked: bool) -> None:
         row = await session.get(IrccRow, data.identifier)

@@ -1,4 +1,4 @@
-"""Notifier tables: directory and IRCC projections, the delivery log, processed events,
+"""Notifier tables: the IRCC projection, the delivery log, processed events,
 the outbox."""
 
 from __future__ import annotations
@@ -25,20 +25,6 @@ PK = BigInteger().with_variant(Integer, "sqlite")
 
 class Base(DeclarativeBase):
     """Metadata of the notifier database."""
-
-
-class DirectoryRow(Base):
-    """Latest published revision of a directory record (drafts never arrive here)."""
-
-    __tablename__ = "directory"
-
-    identifier: Mapped[str] = mapped_column(String(128), primary_key=True)
-    schema_name: Mapped[str] = mapped_column(String(64))
-    government: Mapped[str | None] = mapped_column(String(8), index=True, nullable=True)
-    uid: Mapped[str] = mapped_column(String(64))
-    revision: Mapped[int] = mapped_column(Integer)
-    published: Mapped[bool] = mapped_column(Boolean, default=True)
-    body: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
 class IrccRow(Base):

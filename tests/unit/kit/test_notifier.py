@@ -33,6 +33,8 @@ from services.notifier.settings import NotifierSettings
 from shared.events import CloudEvent, new_event
 from shared.events.models import CpcPublished
 from shared.kafka.producer import EventProducer
+from shared.kit.consumer import Delivery, Tx
+from shared.kit.directory import DIRECTORY_TYPES, DirectoryView, directory_table
 from shared.kit.outbox import OutboxRelay
 from shared.kit.testing import MEMORY_URL, FakeMailer, HandlerHarness
 from shared.uid import format_uid
@@ -72,19 +74,32 @@ class Notifier:
     ctx: NotifierContext
     mailer: FakeMailer
     registry: CollectorRegistry
+    view: DirectoryView
     hooks: list[str] = field(default_factory=list)
     directory: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     async def learn(self, *events: CloudEvent[Any]) -> None:
-        """Fold directory or IRCC events into the view, as the view consumer does."""
+        """Fold directory events into the kit's directory view and IRCC events into the
+        projection, as their consumers do."""
         for event in events:
-            await self.ctx.projection.apply(event)
+            if event.type in DIRECTORY_TYPES:
+                await self.learn_in(event)
+            else:
+                await self.ctx.projection.apply(event)
 
     async def learn_in(self, *events: CloudEvent[Any]) -> None:
-        """Fold events into the view within one transaction of the caller."""
-        async with self.ctx.sessions() as session, session.begin():
-            for event in events:
-                await self.ctx.projection.apply_in(session, event)
+        """Fold events into the views within one transaction, as one consumed batch."""
+        async with self.ctx.sessions() as session:
+            async with session.begin():
+                tx = Tx(session)
+                for event in events:
+                    if event.type in DIRECTORY_TYPES:
+                        where = Delivery("t.absch.directory.v1", 0, 0, None)
+                        await self.view.on_event(tx, event, where)
+                    else:
+                        await self.ctx.projection.apply_in(session, event)
+            for hook in tx.hooks:
+                hook()
 
     async def deliveries(self) -> dict[str, tuple[str, str, str]]:
         """address -> (event id, status, template)."""
@@ -111,6 +126,7 @@ async def notifier() -> AsyncIterator[Notifier]:
         environment="test",
     )
     mailer = FakeMailer()
+    view = DirectoryView(directory_table(Base.metadata))
     async with HandlerHarness(Base.metadata, topic="t.absch.cpc.v1") as harness:
         producer = EventProducer("127.0.0.1:9", client_id="test", metrics=metrics.plumbing)
         ctx = NotifierContext(
@@ -122,7 +138,8 @@ async def notifier() -> AsyncIterator[Notifier]:
             metrics=metrics,
             clock=utc_now,
         )
-        world = Notifier(harness, ctx, mailer, registry)
+        view.mirrors.append(ctx.projection.mirror)
+        world = Notifier(harness, ctx, mailer, registry, view)
         handle = mail_handler(
             ctx,
             on_parked=lambda: world.hooks.append("parked"),
