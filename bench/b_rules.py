@@ -32,16 +32,17 @@ from prometheus_client import CollectorRegistry
 from bench.common import VAR, Outcome, Table, postgres_url, progress
 from services.monitor import evaluation as ev
 from services.monitor.adapters.tables import Base, OutboxRow
-from services.monitor.directory import CheckpointView
+from services.monitor.directory import Checkpoints
 from services.monitor.domain import CheckpointState, IrccState, apply_ircc_event
 from services.monitor.metrics import MonitorMetrics
 from services.monitor.rules import evaluate
 from services.monitor.worker import MonitorWorker
 from shared.db import create_engine, create_schema, session_factory
 from shared.events import CloudEvent, decode_event, new_event
-from shared.events.models import CpcPublished, DirectoryRecordPublished, IrccEvent
+from shared.events.models import CpcPublished, IrccEvent
 from shared.kafka.producer import EventProducer
 from shared.kit.consumer import Delivery
+from shared.kit.directory import Entry
 from shared.kit.outbox import OutboxRelay
 from tools.scratch_db import scratch_databases
 
@@ -381,25 +382,8 @@ async def _new_worker(url: str, mix: dict[str, Any]) -> tuple[MonitorWorker, Any
     sessions = session_factory(engine)
     metrics = MonitorMetrics(CollectorRegistry())
     producer = EventProducer("127.0.0.1:9", client_id="bench", metrics=metrics.plumbing)
-    view = CheckpointView()
-    await view.apply(
-        new_event(
-            "directory.record.published",
-            source="registry",
-            subject="ABSCH-CP-DE-1-1",
-            data=DirectoryRecordPublished.model_validate(
-                {
-                    "uid": "ABSCH-CP-DE-1-1",
-                    "schema": "absCheckpoint",
-                    "identifier": CHECKPOINT,
-                    "document_id": 1,
-                    "revision": 1,
-                    "government": "de",
-                    "record": {"header": {"identifier": CHECKPOINT, "schema": "absCheckpoint"}},
-                }
-            ),
-        )
-    )
+    view = Checkpoints()
+    view.mirror(Entry(CHECKPOINT, "absCheckpoint", "de", "ABSCH-CP-DE-1-1", 1, True, {}))
     worker = MonitorWorker(
         sessions=sessions,
         relay=OutboxRelay(sessions, OutboxRow, producer, metrics.plumbing),

@@ -13,13 +13,12 @@ from prometheus_client import CollectorRegistry
 from services.monitor.adapters.tables import Base, OutboxRow
 from services.monitor.api import dashboard_router, install_error_mapping, router
 from services.monitor.cases import CaseStore
-from services.monitor.directory import CheckpointView
+from services.monitor.directory import Checkpoints
 from services.monitor.metrics import MonitorMetrics
 from services.monitor.settings import MonitorSettings
 from services.monitor.worker import MonitorWorker
 from shared.auth import JwksClient, TokenVerifier
 from shared.events import CloudEvent, Topic
-from shared.kafka.follower import TopicFollower
 from shared.kit.assemble import Kit
 from shared.kit.consumer import Delivery
 
@@ -49,29 +48,21 @@ def bootstrap(settings: MonitorSettings, *, clock: Callable[[], datetime] = utc_
     assert kit.relay is not None
     prefix = settings.kafka_topic_prefix
     cases = CaseStore(kit.sessions, kit.relay, prefix, clock)
-    view = CheckpointView(kit.sessions)
+    directory = kit.directory()
+    checkpoints = Checkpoints(directory.table)
     worker = MonitorWorker(
         sessions=kit.sessions,
         relay=kit.relay,
         metrics=metrics,
-        checkpoints=view,
+        checkpoints=checkpoints,
         clock=clock,
         prefix=prefix,
         grace_seconds=settings.unknown_grace_seconds,
         recheck_interval=settings.recheck_interval_seconds,
     )
-    view.listeners.append(worker.recheck_checkpoint)
-    follower = TopicFollower(
-        settings.kafka_bootstrap,
-        kit.topic(Topic.DIRECTORY),
-        view.apply,
-        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
-    )
-
-    async def directory_read() -> tuple[bool, str]:
-        return follower.caught_up, "read to its end" if follower.caught_up else "still reading"
-
-    kit.readiness.add("directory", directory_read)
+    directory.mirrors.append(checkpoints.mirror)
+    directory.listeners.append(checkpoints.on_change)
+    checkpoints.listeners.append(worker.recheck_checkpoint)
     # Findings, cases and their events commit with the consumed offset.
     checking = kit.consumer(
         "checking",
@@ -89,7 +80,6 @@ def bootstrap(settings: MonitorSettings, *, clock: Callable[[], datetime] = utc_
         [Topic.NOTIFICATION],
         handlers={"notification.failed": on_delivery_failed},
     )
-    kit.add_worker(follower)
     kit.add_worker(worker)
 
     def live_numbers() -> dict[str, Any]:
@@ -101,7 +91,7 @@ def bootstrap(settings: MonitorSettings, *, clock: Callable[[], datetime] = utc_
             "flagged": _total(metrics.flagged, "rule"),
         }
 
-    app = kit.create_app(title="absch monitor", description=__doc__ or "", before_start=view.load)
+    app = kit.create_app(title="absch monitor", description=__doc__ or "")
     app.state.cases = cases
     app.state.worker = worker
     app.state.checking = checking

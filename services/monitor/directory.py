@@ -1,156 +1,95 @@
-"""The monitor's view of published checkpoints, kept from the directory topic.
+"""The monitor's checkpoints, read from the kit's directory view (``shared/kit/directory.py``).
 
-Every instance reads the whole topic from the start on each start. Without a database
-(``CheckpointView()``) the view starts empty and listeners hear of every checkpoint as
-the topic is read again. With one (``CheckpointView(sessions)``) the view is also kept in
-``monitor_checkpoints``: ``await view.load()`` fills it from there at start, so the rules
-see the checkpoints before the topic is read again, and a listener is called only when an
-event changes what the table holds. Reading the same topic after a restart calls none.
-
-A change is folded into its row under the row's lock and marked pending in the same
-transaction; the mark is cleared once the listeners (the re-check of the CPCs citing the
-checkpoint) returned. A crash or a failing listener in between leaves it pending, and the
-next reading of that checkpoint's events calls the listeners again.
+The view keeps every published directory record in the monitor's database and reads the
+directory topic in transactions that also store its offset. This module keeps the rules'
+snapshot of checkpoints in step with it and, when a checkpoint really changes (a first
+sighting, another government, published or withdrawn), calls the listeners inside that
+same transaction: the re-check of the CPCs citing it commits with the change, exactly
+once, and a restart, which changes nothing stored, re-checks nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import Table, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.monitor.adapters import state as store
 from services.monitor.domain import CheckpointState
-from shared.events import CloudEvent
-from shared.events.models import DirectoryRecordPublished, DirectoryRecordWithdrawn
+from shared.kit.consumer import Tx
+from shared.kit.directory import Entry
 
-Listener = Callable[[str], Awaitable[None]]
 CHECKPOINT_SCHEMA = "absCheckpoint"
+# (the change's transaction, checkpoint identifier)
+Listener = Callable[[Tx, str], Awaitable[None]]
 
 
-@dataclass(frozen=True)
-class KnownCheckpoint:
-    """A checkpoint's state and the revision it comes from."""
-
-    revision: int
-    state: CheckpointState
+def state_of(entry: Entry) -> CheckpointState:
+    """What the rules need of a checkpoint entry."""
+    return CheckpointState(entry.identifier, entry.government or "", entry.published)
 
 
-def fold(known: KnownCheckpoint | None, data: Any) -> KnownCheckpoint | None:
-    """What one directory event makes of a checkpoint (pure; older revisions never win).
-
-    A withdrawal holds for the revision it follows: only a later revision publishes the
-    checkpoint again, so reading the topic again from the start ends where it ended.
-    """
-    if isinstance(data, DirectoryRecordPublished):
-        if known is not None and (
-            data.revision < known.revision
-            or (data.revision == known.revision and not known.state.published)
-        ):
-            return known
-        state = CheckpointState(data.identifier, (data.government or "").lower(), True)
-        return KnownCheckpoint(data.revision, state)
-    if isinstance(data, DirectoryRecordWithdrawn) and known is not None:
-        return KnownCheckpoint(known.revision, replace(known.state, published=False))
-    return known
+def cited_checkpoints(cpc: dict[str, Any]) -> list[str]:
+    """Identifiers (without revision) of the checkpoints a CPC cites."""
+    refs = cpc.get("absCheckpoints") or []
+    out = []
+    for ref in refs if isinstance(refs, list) else []:
+        ident = ref.get("identifier") if isinstance(ref, dict) else None
+        if isinstance(ident, str) and ident:
+            out.append(ident.split("@", 1)[0])
+    return out
 
 
-class CheckpointView:
-    """Checkpoints by identifier; listeners hear of every relevant change."""
+class Checkpoints:
+    """Checkpoint states by identifier, for the rules; listeners hear of real changes."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession] | None = None) -> None:
-        self._sessions = sessions
-        self._known: dict[str, KnownCheckpoint] = {}
-        self._pending: set[str] = set()  # stored with a re-check not yet done
+    def __init__(self, table: Table | None = None) -> None:
+        self._table = table
+        self._states: dict[str, CheckpointState] = {}
         self.listeners: list[Listener] = []
+
+    async def states_in(
+        self, session: AsyncSession, cpc: dict[str, Any]
+    ) -> dict[str, CheckpointState]:
+        """The states of the checkpoints a CPC cites, read in the caller's transaction.
+
+        Read from the table, shared (``FOR SHARE``): a checkpoint change stored by another
+        instance either committed before (seen here) or waits for this transaction and
+        then re-checks this CPC. Memory alone could be a moment behind another instance's.
+        """
+        cited = cited_checkpoints(cpc)
+        if self._table is None or not cited:
+            return {i: s for i, s in self._states.items() if i in cited}
+        t = self._table
+        rows = await session.execute(
+            select(t.c.identifier, t.c.government, t.c.published)
+            .where(t.c.identifier.in_(sorted(set(cited))), t.c.schema_name == CHECKPOINT_SCHEMA)
+            .order_by(t.c.identifier)
+            .with_for_update(read=True)
+        )
+        return {
+            ident: CheckpointState(ident, gov or "", bool(published))
+            for ident, gov, published in rows
+        }
 
     def snapshot(self) -> dict[str, CheckpointState]:
         """A copy that an evaluation can hold on to."""
-        return {ident: known.state for ident, known in self._known.items()}
+        return dict(self._states)
 
-    async def load(self) -> None:
-        """Fill the view from the table (call once at start, before following the topic)."""
-        if self._sessions is None:
-            return
-        async with self._sessions() as session:
-            rows = await store.stored_checkpoints(session)
-        for row in rows:
-            state = CheckpointState(row.identifier, row.government, row.published)
-            self._known[row.identifier] = KnownCheckpoint(row.revision, state)
-            if row.recheck_pending:
-                self._pending.add(row.identifier)
+    def mirror(self, entry: Entry) -> None:
+        """Follow the view (at load, and after each committed change)."""
+        if entry.schema == CHECKPOINT_SCHEMA:
+            self._states[entry.identifier] = state_of(entry)
 
-    async def apply(self, event: CloudEvent[Any]) -> None:
-        """Fold a directory event in; call the listeners if the checkpoint changed."""
-        data = event.data
-        ident = self._concerns(data)
-        if ident is None:
+    async def on_change(self, tx: Tx, before: Entry | None, after: Entry) -> None:
+        """A stored directory entry changed (in its transaction)."""
+        if after.schema != CHECKPOINT_SCHEMA:
             return
-        known = self._known.get(ident)
-        new = fold(known, data)
-        if new == known and ident not in self._pending:
-            return  # the view holds this or later already, and so does the table
-        if self._sessions is None:
-            if new is not None:
-                self._known[ident] = new
-                if known is None or new.state != known.state:
-                    await self._notify(ident)
-            return
-        stored, pending = await self._fold_stored(ident, data)
-        if stored is None:
-            return
-        self._known[ident] = stored
-        if not pending:
-            self._pending.discard(ident)
-            return
-        self._pending.add(ident)
-        await self._notify(ident)
-        async with self._sessions() as session, session.begin():
-            await store.checkpoint_rechecked(
-                session, ident, stored.revision, stored.state.government, stored.state.published
-            )
-        self._pending.discard(ident)
-
-    def _concerns(self, data: Any) -> str | None:
-        """The checkpoint a directory event is about, if it is about one."""
-        if isinstance(data, DirectoryRecordPublished) and data.schema_ == CHECKPOINT_SCHEMA:
-            return data.identifier
-        if isinstance(data, DirectoryRecordWithdrawn) and (
-            data.schema_ == CHECKPOINT_SCHEMA or data.identifier in self._known
-        ):
-            return data.identifier
-        return None
-
-    async def _fold_stored(self, ident: str, data: Any) -> tuple[KnownCheckpoint | None, bool]:
-        """Fold the event into the checkpoint's row under its lock: (row now, re-check due)."""
-        assert self._sessions is not None
-        async with self._sessions() as session, session.begin():
-            row = await store.lock_checkpoint(session, ident)
-            if row is None:
-                first = fold(None, data)
-                if first is None:
-                    return None, False
-                state = first.state
-                if await store.insert_checkpoint(
-                    session, ident, first.revision, state.government, state.published
-                ):
-                    return first, True
-                row = await store.lock_checkpoint(session, ident)  # another instance's insert
-                assert row is not None
-            stored = KnownCheckpoint(
-                row.revision, CheckpointState(ident, row.government, row.published)
-            )
-            new = fold(stored, data)
-            assert new is not None
-            if new != stored:
-                row.revision = new.revision
-                row.government = new.state.government
-                row.published = new.state.published
-                row.recheck_pending = row.recheck_pending or new.state != stored.state
-            return new, row.recheck_pending
-
-    async def _notify(self, ident: str) -> None:
+        new = state_of(after)
+        # Before the re-check, which reads the snapshot; a rollback repeats this anyway.
+        self._states[after.identifier] = new
+        if before is not None and state_of(before) == new:
+            return  # a new revision that changes nothing the rules read
         for listener in self.listeners:
-            await listener(ident)
+            await listener(tx, after.identifier)

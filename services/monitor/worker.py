@@ -30,7 +30,7 @@ from services.monitor import evaluation as ev
 from services.monitor.adapters import state as store
 from services.monitor.adapters.tables import FindingsRow, OutboxRow
 from services.monitor.cases import apply_finding_event
-from services.monitor.directory import CheckpointView
+from services.monitor.directory import Checkpoints
 from services.monitor.domain import Finding, apply_ircc_event
 from services.monitor.metrics import MonitorMetrics
 from shared.events import CloudEvent, Topic, topic_name
@@ -60,7 +60,7 @@ class MonitorWorker:
         sessions: async_sessionmaker[AsyncSession],
         relay: OutboxRelay,
         metrics: MonitorMetrics,
-        checkpoints: CheckpointView,
+        checkpoints: Checkpoints,
         clock: Callable[[], datetime],
         prefix: str,
         grace_seconds: float,
@@ -166,7 +166,7 @@ class MonitorWorker:
             cpc["cpc_uid"],
             cpc["cpc"],
             cpc["received_at"],
-            self.checkpoints.snapshot(),
+            await self.checkpoints.states_in(session, cpc["cpc"]),
             now=self.clock(),
             grace=self.grace,
         )
@@ -175,28 +175,34 @@ class MonitorWorker:
     async def recheck(self, item: str) -> None:
         """Evaluate one stored item (a citation or a CPC) again, under its lock."""
         async with self._transaction() as (session, out):
-            if item.startswith(ev.CPC_KEY_PREFIX):
-                cpc = await store.lock_cpc(session, item.removeprefix(ev.CPC_KEY_PREFIX))
-                if cpc is not None:
-                    row = (await store.findings_of(session, [item])).get(item)
-                    await self._evaluate_cpc(session, out, cpc, row)
-                return
-            ident, cpc_uid = ev.split_citation_key(item)
-            state = (await store.lock_irccs(session, [ident])).get(ident)
-            row = (await store.findings_of(session, [item])).get(item)
-            for citation in await store.citations_of(session, ident, cpc_uid):
-                findings, due = ev.citation_findings(
-                    citation, state, now=self.clock(), grace=self.grace
-                )
-                await self._apply(session, out, item, row, findings, due)
+            await self._recheck_in(session, out, item)
 
-    async def recheck_checkpoint(self, identifier: str) -> None:
-        """A checkpoint changed: look again at the stored CPCs that cite it."""
-        async with self._sessions() as session:
-            uids = await store.cpcs_citing_checkpoint(session, identifier)
-        for uid in uids:
+    async def _recheck_in(
+        self, session: AsyncSession, out: list[tuple[str, str]], item: str
+    ) -> None:
+        if item.startswith(ev.CPC_KEY_PREFIX):
+            cpc = await store.lock_cpc(session, item.removeprefix(ev.CPC_KEY_PREFIX))
+            if cpc is not None:
+                row = (await store.findings_of(session, [item])).get(item)
+                await self._evaluate_cpc(session, out, cpc, row)
+            return
+        ident, cpc_uid = ev.split_citation_key(item)
+        state = (await store.lock_irccs(session, [ident])).get(ident)
+        row = (await store.findings_of(session, [item])).get(item)
+        for citation in await store.citations_of(session, ident, cpc_uid):
+            findings, due = ev.citation_findings(
+                citation, state, now=self.clock(), grace=self.grace
+            )
+            await self._apply(session, out, item, row, findings, due)
+
+    async def recheck_checkpoint(self, tx: Tx, identifier: str) -> None:
+        """A checkpoint changed: look again at the stored CPCs that cite it, in the
+        transaction that stores the change."""
+        out: list[tuple[str, str]] = []
+        for uid in await store.cpcs_citing_checkpoint(tx.session, identifier):
             self.metrics.rechecks.labels("checkpoint").inc()
-            await self.recheck(ev.CPC_KEY_PREFIX + uid)
+            await self._recheck_in(tx.session, out, ev.CPC_KEY_PREFIX + uid)
+        tx.after_commit(lambda: self._committed(out))
 
     async def pending_items(self) -> int:
         """How many items wait for a grace period to pass."""

@@ -119,11 +119,14 @@ class Kit:
         tx_handlers: Mapping[str, TxHandler] | None = None,
         per_instance: bool = False,
         group_suffix: str | None = None,
+        broadcast: bool = False,
     ) -> SupervisedConsumer:
         """Declare a consumer of ``topics``: ``handlers`` run at least once and commit to
         Kafka after; ``tx_handlers`` write in the offset's transaction (exactly-once
         effects). ``per_instance`` gives each instance its own group (every instance reads
-        everything, e.g. a view). The group is ``<consumer_group><group_suffix>``, with
+        everything, e.g. a view; the instance ids must differ). ``broadcast`` reads every
+        partition from the start on each start without a group (idempotent views). The
+        group is ``<consumer_group><group_suffix>``, with
         ``-<name>`` as the suffix unless given (deployed groups keep their names)."""
         s = self.settings
         suffix = f"-{name}" if group_suffix is None else group_suffix
@@ -144,6 +147,7 @@ class Kit:
             partitions=s.kafka_partitions,
             replication=s.kafka_replication,
             fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
+            broadcast=broadcast,
         )
         self.consumers.append(consumer)
         self.readiness.watch_consumer(consumer)
@@ -151,15 +155,18 @@ class Kit:
 
     def directory(self) -> DirectoryView:
         """The shared view of the published directory (created on first use): its table in
-        this service's database, a consumer of the directory topic of its own per instance,
-        loaded at start, and a readiness check until it has read the topic once."""
+        this service's database, loaded at start, a broadcast consumer of the directory
+        topic, and a readiness check until it has read the topic once."""
         if self._directory is None:
             view = DirectoryView(directory_table(self.metadata))
+            # Broadcast: every instance reads it whole at each start. What is stored
+            # decides what changed, so re-reading costs no re-checks, and instances need no
+            # identity (two with the same id would split a per-instance group silently).
             view.consumer = self.consumer(
                 "directory",
                 [Topic.DIRECTORY],
                 tx_handlers=dict.fromkeys(DIRECTORY_TYPES, view.on_event),
-                per_instance=True,
+                broadcast=True,
             )
             self.readiness.add("directory", view.ready)
             self._directory = view

@@ -37,7 +37,7 @@ from shared.events.topics import dlq_name
 from shared.kafka.admin import ensure_topics
 from shared.kafka.producer import EventProducer, OutgoingMessage
 from shared.kit import offsets as store
-from shared.kit.failures import is_transient
+from shared.kit.failures import is_conflict, is_transient
 from shared.logging import correlation_id
 from shared.metrics import PlumbingMetrics
 
@@ -105,14 +105,21 @@ class SupervisedConsumer:
         replication: int = 1,
         fetch_max_wait_ms: int = 500,
         max_records: int = 500,
+        broadcast: bool = False,
     ) -> None:
         if (handler is None) == (tx_handler is None):
             raise ValueError("give exactly one of handler and tx_handler")
-        if tx_handler is not None and (sessions is None or offsets is None):
-            raise ValueError("a transactional handler needs sessions and the offsets table")
+        if tx_handler is not None and sessions is None:
+            raise ValueError("a transactional handler needs sessions")
+        if tx_handler is not None and offsets is None and not broadcast:
+            raise ValueError("a transactional handler in a group needs the offsets table")
         self.name = name
         self.topics = list(topics)
-        self.group_id = group_id
+        self.group_id = group_id  # also the metrics label when broadcast (no Kafka group)
+        # Broadcast: no group, every partition, from the start on each start; the handler's
+        # effects must be idempotent by themselves (the directory view compares with what
+        # it stored), so instances need no identity of their own.
+        self.broadcast = broadcast
         self._bootstrap = bootstrap
         self._producer = producer
         self._metrics = metrics
@@ -235,7 +242,7 @@ class SupervisedConsumer:
         # aiokafka binds to the running loop, so the client is built when connecting.
         return AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
-            group_id=self.group_id,
+            group_id=None if self.broadcast else self.group_id,
             client_id=f"{self._metrics.service}-{self.name}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -258,7 +265,10 @@ class SupervisedConsumer:
                 replication=self._replication,
             )
             await consumer.start()
-            consumer.subscribe(self.topics, listener=_Rebalance(self))
+            if self.broadcast:
+                consumer.subscribe(self.topics)
+            else:
+                consumer.subscribe(self.topics, listener=_Rebalance(self))
             self._consumer = consumer
             self.connected = True
             self.last_error = None
@@ -493,6 +503,12 @@ class SupervisedConsumer:
             consumer.seek(tp, items[0].record.offset)  # _align reads the stored offset
             return
         except Exception as exc:
+            if is_conflict(exc):
+                # Crossed another transaction (another instance's batch): smaller ones lock
+                # fewer rows, each in a fixed order, so they go through.
+                log.info("batch on %s[%s] crossed another: one by one", tp.topic, tp.partition)
+                await self._one_by_one(consumer, tp, items)
+                return
             if is_transient(exc):
                 self._transient(tp, items[0].record, exc)
                 self._pause(consumer, tp, items[0].record.offset)
@@ -518,7 +534,8 @@ class SupervisedConsumer:
     ) -> list[ConsumerRecord]:
         """Drop what the database already holds; seek when the stored offset is elsewhere."""
         assert self._sessions is not None
-        assert self._offsets is not None
+        if self._offsets is None:
+            return records  # broadcast: nothing stored, the handler is idempotent
         if tp not in self._db_next:
             async with self._sessions() as session:
                 stored = await store.read_offsets(
@@ -556,7 +573,6 @@ class SupervisedConsumer:
 
     async def _commit_items(self, tp: TopicPartition, items: list[_Item]) -> None:
         assert self._sessions is not None
-        assert self._offsets is not None
         assert self._tx_handler is not None
         tx_handler = self._tx_handler
         next_offset = items[-1].record.offset + 1
@@ -564,15 +580,16 @@ class SupervisedConsumer:
             # The offset first: a write, so SQLite takes its write lock before any read (no
             # stale snapshot to upgrade later), and on PostgreSQL a second member of the
             # group waits here instead of doing the work twice.
-            await store.store_offset(
-                session,
-                self._offsets,
-                self.group_id,
-                tp.topic,
-                tp.partition,
-                expected=self._db_next.get(tp),
-                next_offset=next_offset,
-            )
+            if self._offsets is not None:
+                await store.store_offset(
+                    session,
+                    self._offsets,
+                    self.group_id,
+                    tp.topic,
+                    tp.partition,
+                    expected=self._db_next.get(tp),
+                    next_offset=next_offset,
+                )
             tx = Tx(session)
             for item in items:
                 if item.event is None:
@@ -636,6 +653,9 @@ class SupervisedConsumer:
     async def _commit(self, consumer: AIOKafkaConsumer, *, force: bool = False) -> None:
         """Commit handled offsets to Kafka; failures are counted and retried later, with a
         growing pause so a broker without the topic can't cause a log storm."""
+        if self.broadcast:
+            self._pending.clear()
+            return
         assigned = consumer.assignment()
         offsets = {tp: n for tp, n in self._pending.items() if tp in assigned}
         self._pending = dict(offsets)

@@ -1,9 +1,10 @@
 """The published directory (NFPs, CNAs, contacts, checkpoints): one view for every service.
 
-Each instance reads the whole directory topic (a consumer group of its own) in
-transactions that also store the offset, and keeps every record's latest published
-revision in its database (``kit_directory``) and in memory. A restart loads the table and
-goes on from the stored offset, so nothing is read or re-checked twice.
+Each instance reads the whole directory topic, from the start on every start (no consumer
+group, so instances need no identity), and keeps every record's latest revision in its
+database (``kit_directory``) and in memory. A restart loads the table first; re-reading the
+topic then changes nothing stored, so it costs no re-checks, and events older than what
+memory holds skip the database altogether.
 
 - **Changes.** Listeners run inside the transaction that stores a change, and only when
   the stored entry really changed, so a service's reaction to a change (the monitor
@@ -181,6 +182,10 @@ class DirectoryView:
         """Fold one directory event in, in the consumer's transaction."""
         data = event.data
         if not isinstance(data, DirectoryRecordPublished | DirectoryRecordWithdrawn):
+            return
+        known = self._entries.get(data.identifier)
+        if known is not None and fold(known, event) == known:
+            # Memory lags the table, never leads it: nothing this event could change.
             return
         before = await self._stored(tx.session, data.identifier)
         after = fold(before, event)

@@ -79,6 +79,20 @@ def _transient_here(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionError | TimeoutError | asyncio.TimeoutError | OSError)
 
 
+def is_conflict(exc: BaseException) -> bool:
+    """True for a deadlock or serialization failure: two transactions crossed."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        name = type(current).__name__
+        text = str(current).lower()
+        if "Deadlock" in name or "Serialization" in name or "deadlock detected" in text:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def is_unpublishable(exc: BaseException) -> bool:
     """True when the broker refuses this message itself (too large, bad topic)."""
     return isinstance(exc, UNPUBLISHABLE)

@@ -21,7 +21,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.monitor import evaluation as ev
 from services.monitor.adapters.tables import (
-    CheckpointRow,
     CitationRow,
     CpcCheckpointRow,
     CpcRow,
@@ -142,56 +141,6 @@ async def cpcs_citing_checkpoint(session: AsyncSession, checkpoint: str) -> list
     return list(rows)
 
 
-async def lock_checkpoint(session: AsyncSession, identifier: str) -> CheckpointRow | None:
-    """Lock a stored checkpoint's row (a write first, for SQLite) and return it."""
-    await session.execute(
-        update(CheckpointRow)
-        .where(CheckpointRow.identifier == identifier)
-        .values(identifier=CheckpointRow.identifier)
-    )
-    return await session.get(CheckpointRow, identifier, with_for_update=True)
-
-
-async def insert_checkpoint(
-    session: AsyncSession, identifier: str, revision: int, government: str, published: bool
-) -> bool:
-    """Store a checkpoint seen for the first time, its re-check pending; False if it exists."""
-    inserted = await session.execute(
-        _insert(session, CheckpointRow)
-        .values(
-            identifier=identifier,
-            revision=revision,
-            government=government,
-            published=published,
-            recheck_pending=True,
-        )
-        .on_conflict_do_nothing(index_elements=["identifier"])
-        .returning(CheckpointRow.identifier)
-    )
-    return inserted.first() is not None
-
-
-async def checkpoint_rechecked(
-    session: AsyncSession, identifier: str, revision: int, government: str, published: bool
-) -> None:
-    """Clear the pending re-check, unless the row changed again meanwhile."""
-    await session.execute(
-        update(CheckpointRow)
-        .where(
-            CheckpointRow.identifier == identifier,
-            CheckpointRow.revision == revision,
-            CheckpointRow.government == government,
-            CheckpointRow.published == published,
-        )
-        .values(recheck_pending=False)
-    )
-
-
-async def stored_checkpoints(session: AsyncSession) -> Sequence[CheckpointRow]:
-    """Every stored checkpoint."""
-    return list(await session.scalars(select(CheckpointRow)))
-
-
 async def findings_of(session: AsyncSession, items: Iterable[str]) -> dict[str, FindingsRow]:
     """The findings rows of these items (under the caller's lock), in one query."""
     keys = list(items)
@@ -247,7 +196,6 @@ async def sizes(session: AsyncSession) -> dict[str, int]:
         ("citations", CitationRow),
         ("cpcs", CpcRow),
         ("findings", FindingsRow),
-        ("checkpoints", CheckpointRow),
     ):
         out[name] = int(await session.scalar(select(func.count()).select_from(table)) or 0)
     return out

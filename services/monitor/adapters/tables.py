@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text
+from sqlalchemy import JSON, DateTime, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.kit.outbox import OutboxMixin
@@ -102,20 +102,3 @@ class FindingsRow(Base):
     due_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), nullable=True, index=True
     )
-
-
-class CheckpointRow(Base):
-    """A checkpoint as last read from the directory topic, so a restart re-checks nothing.
-
-    ``recheck_pending`` is set in the transaction that records a relevant change and cleared
-    once the CPCs citing the checkpoint were looked at again: a crash in between repeats the
-    re-check when the topic is read again.
-    """
-
-    __tablename__ = "monitor_checkpoints"
-
-    identifier: Mapped[str] = mapped_column(String(200), primary_key=True)
-    revision: Mapped[int] = mapped_column(Integer)
-    government: Mapped[str] = mapped_column(String(16))
-    published: Mapped[bool] = mapped_column(Boolean)
-    recheck_pending: Mapped[bool] = mapped_column(Boolean)

@@ -1,4 +1,4 @@
-"""A checking worker and its persistent checkpoint view on a real database, driven by a test.
+"""A checking worker and the kit's directory view on a real database, driven by a test.
 
 The outbox relay is never started (its producer points nowhere): tests read what the
 worker staged from the outbox table. Events are built here in the shapes the registry and
@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from services.monitor.adapters.tables import Base, CaseRow, FindingsRow, OutboxRow
-from services.monitor.directory import CheckpointView
+from services.monitor.directory import Checkpoints
 from services.monitor.metrics import MonitorMetrics
 from services.monitor.worker import MonitorWorker
 from shared.db import create_engine, create_schema
@@ -31,11 +31,47 @@ from shared.events.models import (
     IrccEvent,
 )
 from shared.kafka.producer import EventProducer
-from shared.kit.consumer import Delivery
+from shared.kit.consumer import Delivery, Tx
+from shared.kit.directory import DirectoryView, directory_table
+from shared.kit.offsets import offsets_table
 from shared.kit.outbox import OutboxRelay
 
 DELIVERY = Delivery("test", 0, 0, None)
 HOLDER = "T-HOLDER-1"
+
+
+class MonitorDirectory:
+    """The kit's directory view and the monitor's checkpoints, wired as bootstrap wires
+    them; :meth:`apply` is one consumed directory event in its own transaction."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.sessions = sessions
+        self.view = DirectoryView(directory_table(Base.metadata))
+        self.checkpoints = Checkpoints(self.view.table)
+        self.view.mirrors.append(self.checkpoints.mirror)
+        self.view.listeners.append(self.checkpoints.on_change)
+
+    @property
+    def listeners(self) -> list[Any]:
+        """Called with (transaction, checkpoint identifier) on a real change."""
+        return self.checkpoints.listeners
+
+    def snapshot(self) -> dict[str, Any]:
+        """The rules' snapshot of checkpoints."""
+        return self.checkpoints.snapshot()
+
+    async def load(self) -> None:
+        """Fill the view from the database, as the kit does at start."""
+        await self.view.load(self.sessions)
+
+    async def apply(self, event: CloudEvent[Any]) -> None:
+        """One directory event, in a transaction of its own; hooks run after commit."""
+        async with self.sessions() as session:
+            async with session.begin():
+                tx = Tx(session)
+                await self.view.on_event(tx, event, DELIVERY)
+            for hook in tx.hooks:
+                hook()
 
 
 @dataclass
@@ -43,7 +79,7 @@ class Checking:
     """One monitor's checking side: the worker, its checkpoint view, their database."""
 
     worker: MonitorWorker
-    view: CheckpointView
+    view: MonitorDirectory
     metrics: MonitorMetrics
     registry: CollectorRegistry
     sessions: async_sessionmaker[AsyncSession]
@@ -88,18 +124,19 @@ async def checking(
 ) -> AsyncIterator[Checking]:
     """Worker and view on ``url`` (tables created), wired as bootstrap wires them."""
     engine = create_engine(url)
-    await create_schema(engine, Base.metadata)
     sessions = async_sessionmaker(engine, expire_on_commit=False, sync_session_class=session_class)
+    view = MonitorDirectory(sessions)  # adds the kit's directory table
+    offsets_table(Base.metadata)
+    await create_schema(engine, Base.metadata)
     registry = CollectorRegistry()
     metrics = MonitorMetrics(registry)
     producer = EventProducer("127.0.0.1:9", client_id="test", metrics=metrics.plumbing)
-    view = CheckpointView(sessions)
     relay = OutboxRelay(sessions, OutboxRow, producer, metrics.plumbing)
     worker = MonitorWorker(
         sessions=sessions,
         relay=relay,
         metrics=metrics,
-        checkpoints=view,
+        checkpoints=view.checkpoints,
         clock=clock,
         prefix="test.",
         grace_seconds=grace_seconds,

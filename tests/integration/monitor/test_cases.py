@@ -208,7 +208,7 @@ async def test_monitor_metrics_count_checks_rules_latency_tables_and_lag(world: 
             for name, labels in samples
             if name == "absch_consumer_lag_messages" and dict(labels)["service"] == "monitor"
         }
-        ready = ("monitor_table_keys", (("table", "irccs"),)) in samples and len(groups) == 2
+        ready = ("monitor_table_keys", (("table", "irccs"),)) in samples and len(groups) == 3
         return samples if ready else None
 
     samples = await eventually(tables_reported, what="the timer reported table sizes")
@@ -221,5 +221,10 @@ async def test_monitor_metrics_count_checks_rules_latency_tables_and_lag(world: 
         for name, labels in samples
         if name == "absch_consumer_lag_messages" and dict(labels)["service"] == "monitor"
     }
-    # The checking consumer's group and the case projection's group.
-    assert lag_groups == {f"{w.prefix}absch-monitor", f"{w.prefix}absch-monitor-cases"}
+    # The checking consumer's group, the case projection's, and the directory view's
+    # (which reads without a Kafka group; the label names it all the same).
+    assert lag_groups == {
+        f"{w.prefix}absch-monitor",
+        f"{w.prefix}absch-monitor-cases",
+        f"{w.prefix}absch-monitor-directory",
+    }

@@ -1,8 +1,9 @@
 """A restarted monitor re-checks no CPC whose checkpoints did not change.
 
-The checkpoint view keeps what it read from the directory topic in the monitor's database,
-so re-reading the topic after a restart changes nothing and re-checks nothing
-(``monitor_rechecks_total``), while a changed checkpoint re-checks exactly its citers.
+The kit's directory view keeps what it read from the directory topic in the monitor's
+database, so re-reading the topic (a new consumer group) after a restart changes nothing
+and re-checks nothing (``monitor_rechecks_total``), while a changed checkpoint re-checks
+exactly its citers, in the transaction that stores the change.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from typing import Any
 
 import pytest
 
-from services.monitor.directory import CheckpointView
+from services.monitor.adapters.tables import Base
 from services.monitor.domain import CheckpointState
 from shared.events import CloudEvent, topic_name
-from shared.kafka.follower import TopicFollower
+from shared.kafka.producer import EventProducer
+from shared.kit.consumer import Delivery, SupervisedConsumer, Tx
+from shared.kit.offsets import offsets_table
 from tests.integration.monitor.checking import (
     Checking,
     checking,
@@ -40,23 +43,35 @@ async def _produce(kafka: str, prefix: str, *events: CloudEvent[Any]) -> None:
 
 
 @asynccontextmanager
-async def following(kafka: str, prefix: str, view: CheckpointView) -> AsyncIterator[list[str]]:
-    """The directory topic read from the start into ``view``, as bootstrap follows it;
-    yields the identifiers of the events applied so far."""
+async def following(kafka: str, prefix: str, mon: Checking, group: str) -> AsyncIterator[list[str]]:
+    """The directory topic read by the kit's consumer into the view, as the kit reads it;
+    yields the identifiers of the events committed so far."""
     applied: list[str] = []
 
-    async def handler(event: CloudEvent[Any]) -> None:
-        await view.apply(event)
-        applied.append(event.data.identifier)
+    async def handler(tx: Tx, event: CloudEvent[Any], delivery: Delivery) -> None:
+        await mon.view.view.on_event(tx, event, delivery)
+        ident = event.data.identifier
+        tx.after_commit(lambda: applied.append(ident))
 
-    follower = TopicFollower(
-        kafka, topic_name("absch.directory.v1", prefix), handler, fetch_max_wait_ms=100
+    producer = EventProducer(kafka, client_id="test", metrics=mon.metrics.plumbing)
+    consumer = SupervisedConsumer(
+        name="directory",
+        bootstrap=kafka,
+        topics=[topic_name("absch.directory.v1", prefix)],
+        group_id=f"{prefix}{group}",
+        producer=producer,
+        metrics=mon.metrics.plumbing,
+        tx_handler=handler,
+        sessions=mon.sessions,
+        offsets=offsets_table(Base.metadata),
+        fetch_max_wait_ms=100,
     )
-    follower.start()
+    consumer.start()
     try:
         yield applied
     finally:
-        await follower.stop()
+        await consumer.stop()
+        await producer.stop()
 
 
 async def _read(applied: list[str], n: int) -> None:
@@ -84,7 +99,7 @@ async def test_a_restart_rechecks_nothing_and_a_change_rechecks_its_citers(
     await _produce(kafka_bootstrap, topic_prefix, *directory)
     async with checking(url) as first:
         await first.feed(*CITING_A, *CITING_B)  # before the checkpoints: pending, not flagged
-        async with following(kafka_bootstrap, topic_prefix, first.view) as applied:
+        async with following(kafka_bootstrap, topic_prefix, first, "first") as applied:
             await _read(applied, 3)
         assert first.rechecks("checkpoint") == 5  # first sightings re-check their citers
         known = first.view.snapshot()
@@ -96,7 +111,8 @@ async def test_a_restart_rechecks_nothing_and_a_change_rechecks_its_citers(
 
     async with checking(url) as again:
         assert again.view.snapshot() == known  # loaded before the topic is read
-        async with following(kafka_bootstrap, topic_prefix, again.view) as applied:
+        # Another group: the topic is read again from the start, as a new instance reads it.
+        async with following(kafka_bootstrap, topic_prefix, again, "again") as applied:
             await _read(applied, 3)
             assert again.rechecks("checkpoint") == 0
 
@@ -154,12 +170,12 @@ async def test_a_recheck_that_failed_is_done_when_the_topic_is_read_again(db_url
     async with checking(url) as first:
         await first.feed(*CITING_A)
 
-        async def broken(_identifier: str) -> None:
+        async def broken(_tx: Tx, _identifier: str) -> None:
             raise ConnectionError("database went away")
 
         first.view.listeners.insert(0, broken)
         with pytest.raises(ConnectionError):
-            await first.view.apply(event)
+            await first.view.apply(event)  # the change and its re-check roll back together
         assert first.rechecks("checkpoint") == 0
     async with checking(url) as again:
         await again.view.apply(event)

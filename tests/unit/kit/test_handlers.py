@@ -19,7 +19,6 @@ from services.monitor.adapters.tables import Base as MonitorBase
 from services.monitor.adapters.tables import CaseRow, FindingsRow
 from services.monitor.adapters.tables import OutboxRow as MonitorOutbox
 from services.monitor.bootstrap import CHECKED_TYPES, utc_now
-from services.monitor.directory import CheckpointView
 from services.monitor.metrics import MonitorMetrics
 from services.monitor.worker import MonitorWorker
 from shared.events import CloudEvent, new_event
@@ -28,7 +27,12 @@ from shared.kafka.producer import EventProducer
 from shared.kit.directory import DIRECTORY_TYPES, DirectoryView, directory_table
 from shared.kit.outbox import OutboxRelay
 from shared.kit.testing import HandlerHarness
-from tests.integration.monitor.checking import checkpoint_published, cpc_event, ircc_event
+from tests.integration.monitor.checking import (
+    MonitorDirectory,
+    checkpoint_published,
+    cpc_event,
+    ircc_event,
+)
 
 # -- the directory view: what every service knows of the published directory ---------------
 
@@ -132,7 +136,7 @@ async def test_checkpoint_a_withdrawal_holds_against_a_replay_of_its_revision(
 @dataclass
 class Monitor:
     harness: HandlerHarness
-    view: CheckpointView
+    view: MonitorDirectory
     registry: CollectorRegistry
 
     def counted(self, name: str, rule: str) -> float:
@@ -152,15 +156,16 @@ async def monitor() -> AsyncIterator[Monitor]:
     harness's database; the relay is never started (tests read the outbox table)."""
     registry = CollectorRegistry()
     metrics = MonitorMetrics(registry)
+    directory_table(MonitorBase.metadata)  # the kit's view keeps the directory here
     async with HandlerHarness(MonitorBase.metadata, topic="t.absch.cpc.v1") as harness:
         producer = EventProducer("127.0.0.1:9", client_id="test", metrics=metrics.plumbing)
         relay = OutboxRelay(harness.sessions, MonitorOutbox, producer, metrics.plumbing)
-        view = CheckpointView(harness.sessions)
+        view = MonitorDirectory(harness.sessions)
         worker = MonitorWorker(
             sessions=harness.sessions,
             relay=relay,
             metrics=metrics,
-            checkpoints=view,
+            checkpoints=view.checkpoints,
             clock=utc_now,
             prefix="t.",
             grace_seconds=0,

@@ -1,88 +1,58 @@
-"""Folding directory events into the checkpoint view (no database)."""
+"""The monitor's checkpoints follow the kit's directory view (no database)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from services.monitor.directory import CheckpointView, KnownCheckpoint, fold
+from services.monitor.directory import Checkpoints
 from services.monitor.domain import CheckpointState
-from shared.events import new_event
-from shared.events.models import DirectoryRecordPublished, DirectoryRecordWithdrawn
+from shared.kit.consumer import Tx
+from shared.kit.directory import Entry
 
 CP = "T-CP-1"
 
 
-def published(revision: int, gov: str = "DE", schema: str = "absCheckpoint") -> Any:
-    return DirectoryRecordPublished(
-        uid=f"ABSCH-CP-DE-1-{revision}",
-        schema_=schema,
-        identifier=CP,
-        document_id=1,
-        revision=revision,
-        government=gov,
-        record={"header": {"identifier": CP, "schema": schema}},
-    )
+def entry(
+    revision: int, gov: str = "de", published: bool = True, schema: str = "absCheckpoint"
+) -> Entry:
+    return Entry(CP, schema, gov, f"ABSCH-CP-DE-1-{revision}", revision, published, {})
 
 
-def withdrawn() -> Any:
-    return DirectoryRecordWithdrawn(
-        uid="ABSCH-CP-DE-1", schema_="absCheckpoint", identifier=CP, document_id=1
-    )
+class _Recorder:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def __call__(self, _tx: Tx, identifier: str) -> None:
+        self.calls.append(identifier)
 
 
-def known(revision: int, gov: str = "de", published: bool = True) -> KnownCheckpoint:
-    return KnownCheckpoint(revision, CheckpointState(CP, gov, published))
+async def test_a_change_the_rules_read_calls_the_listeners_once() -> None:
+    checkpoints, heard = Checkpoints(), _Recorder()
+    checkpoints.listeners.append(heard)
+    tx: Any = object()  # the listeners get it as it is
+    await checkpoints.on_change(tx, None, entry(1))
+    await checkpoints.on_change(tx, entry(1), entry(2))  # same government, still published
+    assert heard.calls == [CP]
+    await checkpoints.on_change(tx, entry(2), entry(3, "fr"))
+    await checkpoints.on_change(tx, entry(3, "fr"), entry(3, "fr", published=False))
+    assert heard.calls == [CP, CP, CP]
+    assert checkpoints.snapshot() == {CP: CheckpointState(CP, "fr", False)}
 
 
-def test_a_later_revision_wins_and_an_older_one_never_does() -> None:
-    assert fold(None, published(1)) == known(1)
-    assert fold(known(1), published(2, "fr")) == known(2, "fr")
-    assert fold(known(2, "fr"), published(1)) == known(2, "fr")
-    assert fold(known(2), published(2)) == known(2)
+async def test_other_schemas_are_not_checkpoints() -> None:
+    checkpoints, heard = Checkpoints(), _Recorder()
+    checkpoints.listeners.append(heard)
+    other = entry(1, schema="authority")
+    checkpoints.mirror(other)
+    await checkpoints.on_change(object(), None, other)  # type: ignore[arg-type]
+    assert heard.calls == []
+    assert checkpoints.snapshot() == {}
 
 
-def test_a_withdrawal_holds_until_a_later_revision() -> None:
-    assert fold(None, withdrawn()) is None
-    gone = fold(known(2), withdrawn())
-    assert gone == known(2, published=False)
-    assert fold(gone, published(1)) == gone
-    assert fold(gone, published(2)) == gone  # the topic read again from the start
-    assert fold(gone, published(3)) == known(3)
-
-
-def test_reading_the_topic_again_ends_where_it_ended() -> None:
-    events = [published(1), published(2, "fr"), withdrawn(), published(3), withdrawn()]
-    state: KnownCheckpoint | None = None
-    for data in events:
-        state = fold(state, data)
-    end = state
-    for data in events:
-        state = fold(state, data)
-        assert state == end
-
-
-async def test_without_a_database_listeners_hear_of_state_changes_only() -> None:
-    view = CheckpointView()
-    heard: list[str] = []
-
-    async def listener(ident: str) -> None:
-        heard.append(ident)
-
-    view.listeners.append(listener)
-
-    async def apply(data: Any) -> None:
-        kind = "published" if isinstance(data, DirectoryRecordPublished) else "withdrawn"
-        await view.apply(
-            new_event(f"directory.record.{kind}", source="registry", subject=data.uid, data=data)
-        )
-
-    await view.load()  # nothing to load
-    await apply(published(1))
-    await apply(published(2))  # same state, later revision
-    await apply(published(1, schema="authority"))  # not a checkpoint
-    assert heard == [CP]
-    assert view.snapshot() == {CP: CheckpointState(CP, "de", True)}
-    await apply(withdrawn())
-    await apply(published(2))
-    assert heard == [CP, CP]
-    assert view.snapshot() == {CP: CheckpointState(CP, "de", False)}
+def test_the_snapshot_follows_the_view_and_is_a_copy() -> None:
+    checkpoints = Checkpoints()
+    checkpoints.mirror(entry(1))
+    snap = checkpoints.snapshot()
+    checkpoints.mirror(entry(2, published=False))
+    assert snap == {CP: CheckpointState(CP, "de", True)}
+    assert checkpoints.snapshot() == {CP: CheckpointState(CP, "de", False)}
