@@ -143,7 +143,9 @@ class Kit:
             handler=dispatch(handlers) if handlers is not None else None,
             tx_handler=dispatch_tx(tx_handlers) if tx_handlers is not None else None,
             sessions=self.sessions if tx_handlers is not None else None,
-            offsets=self.offsets if tx_handlers is not None else None,
+            # A broadcast consumer stores no offsets: instances sharing a database would
+            # skip what another instance read.
+            offsets=self.offsets if tx_handlers is not None and not broadcast else None,
             partitions=s.kafka_partitions,
             replication=s.kafka_replication,
             fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,

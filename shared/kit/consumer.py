@@ -148,6 +148,7 @@ class SupervisedConsumer:
         self.connected = False
         self.handled = 0  # events whose effects committed (or that were handled), this run
         self.last_error: str | None = None
+        self.last_crash: float | None = None  # monotonic time the loop last had to restart
         # Per topic: wall-clock start of the last poll round after which it had no lag.
         self.caught_up_at: dict[str, float] = {}
         for topic in self.topics:  # series exist from the start, so increase() sees the first
@@ -228,6 +229,7 @@ class SupervisedConsumer:
                         self.last_error,
                     )
                 else:
+                    self.last_crash = time.monotonic()
                     log.exception(
                         "consumer %s (group %s) failed, restarting in %.1fs",
                         self.name,
@@ -266,7 +268,11 @@ class SupervisedConsumer:
             )
             await consumer.start()
             if self.broadcast:
-                consumer.subscribe(self.topics)
+                # Assigned, not subscribed: without a group, a subscription made while a
+                # topic's partitions are not in the metadata yet stays empty for minutes.
+                partitions = await self._all_partitions(consumer)
+                consumer.assign(partitions)
+                await consumer.seek_to_beginning(*partitions)
             else:
                 consumer.subscribe(self.topics, listener=_Rebalance(self))
             self._consumer = consumer
@@ -284,6 +290,16 @@ class SupervisedConsumer:
             self._paused.clear()
             self._db_next.clear()
             self._set_paused_gauge()
+
+    async def _all_partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        """Every partition of every topic, once the metadata lists them."""
+        for _ in range(100):
+            await consumer.topics()  # a metadata request
+            found = {t: consumer.partitions_for_topic(t) for t in self.topics}
+            if all(found.values()):
+                return [TopicPartition(t, p) for t, ps in found.items() for p in sorted(ps or ())]
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"no partitions known for {self.topics}")
 
     async def _round(self, consumer: AIOKafkaConsumer) -> None:
         self._resume_due(consumer)
@@ -474,7 +490,6 @@ class SupervisedConsumer:
         self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[ConsumerRecord]
     ) -> None:
         assert self._sessions is not None
-        assert self._offsets is not None
         try:
             records = await self._align(consumer, tp, records)
         except Exception as exc:

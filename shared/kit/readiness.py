@@ -95,6 +95,14 @@ class Readiness:
         async def check() -> tuple[bool, str]:
             if not consumer.running:
                 return False, "consumer loop is not running"
+            crashed = consumer.last_crash
+            if crashed is not None and time.monotonic() - crashed < limit:
+                # Polling again, but it fell over lately: a loop that keeps restarting is
+                # not working, whatever its poll age says.
+                return (
+                    False,
+                    f"restarted {time.monotonic() - crashed:.0f}s ago: {consumer.last_error}",
+                )
             age = consumer.poll_age()
             if age > limit:
                 reason = consumer.last_error or "no poll"

@@ -18,7 +18,7 @@ from tools.smtp_sink import SmtpSink
 POISON = b"\x00not an event\xff"
 # Which consumers read each topic (and so dead-letter a poison message once each).
 READERS = {
-    Topic.DIRECTORY: {"checkpoint-view", "notifier-view"},
+    Topic.DIRECTORY: {"checkpoint-directory", "notifier-directory", "monitor-directory"},
     Topic.IRCC: {"notifier-view", "notifier-mail", "monitor-checking"},
     Topic.CPC: {"notifier-mail", "monitor-checking"},
     Topic.DISCREPANCY: {"notifier-mail"},
