@@ -51,7 +51,7 @@ async def test_an_empty_broker_is_reported_and_recovered_from(
             await eventually(lambda: len(smtp.mails) == 2, what="the system works before")
 
             caplog.clear()
-            caplog.set_level(logging.WARNING)
+            caplog.set_level(logging.INFO)
             lost_at = time.monotonic()
             broker.stop()
             broker.start()  # same port, no topics, no groups, no offsets
