@@ -316,6 +316,9 @@ def expiry_date(ircc: RecordView) -> date | None:
         return None
 
 
+_WINDOW = timedelta(days=EXPIRY_NOTICE_DAYS)
+
+
 def expiry_notice_due(ircc: RecordView, *, today: date, revoked: bool, already_sent: bool) -> bool:
     """True from 60 days before ``dateOfExpiry`` through that day, once, never if revoked."""
     # A revocation revision (amendmentIntent 1 [P7]) is revoked even if the caller missed it.
@@ -324,4 +327,6 @@ def expiry_notice_due(ircc: RecordView, *, today: date, revoked: bool, already_s
     expiry = expiry_date(ircc)
     if expiry is None:
         return False
-    return expiry - timedelta(days=EXPIRY_NOTICE_DAYS) <= today <= expiry
+    # A date in the first days of year 1 has no 60 days before it (OverflowError).
+    start = expiry - timedelta(days=EXPIRY_NOTICE_DAYS) if expiry > date.min + _WINDOW else date.min
+    return start <= today <= expiry

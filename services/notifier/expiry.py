@@ -21,6 +21,7 @@ from services.notifier.adapters.tables import DeliveryRow, IrccRow
 from services.notifier.context import NotifierContext
 from services.notifier.handlers import MailJob, add_deliveries, labels
 from services.notifier.rendering import MailContext, permanent_uid
+from shared.kit.failures import is_transient
 
 log = logging.getLogger(__name__)
 Wake = Callable[[], None]
@@ -49,16 +50,23 @@ async def sweep_expiry(ctx: NotifierContext) -> int:
         candidates = await session.scalars(
             select(IrccRow).where(IrccRow.revoked.is_(False), IrccRow.expiry_notice_sent.is_(False))
         )
-        due = [
-            row.identifier
-            for row in candidates
-            if domain.expiry_notice_due(
-                row.body, today=today, revoked=row.revoked, already_sent=row.expiry_notice_sent
-            )
-        ]
+        due = []
+        for row in candidates:
+            try:
+                if domain.expiry_notice_due(
+                    row.body, today=today, revoked=row.revoked, already_sent=row.expiry_notice_sent
+                ):
+                    due.append(row.identifier)
+            except Exception:  # one odd record must not stop every country's reminders
+                log.exception("expiry check of %s failed; the sweep goes on", row.uid)
     queued = 0
     for identifier in due:
-        queued += await _notify(ctx, identifier)
+        try:
+            queued += await _notify(ctx, identifier)
+        except Exception as exc:
+            if is_transient(exc):
+                raise  # the database is away: the whole sweep tries again later
+            log.exception("expiry notice for %s failed; the sweep goes on", identifier)
     if queued:
         log.info("queued %s IRCC expiry notice(s)", queued)
     return queued

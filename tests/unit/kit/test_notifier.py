@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Any, cast
 
 import pytest
@@ -25,6 +25,8 @@ from services.notifier.adapters.tables import (
 )
 from services.notifier.context import NotifierContext, utc_now
 from services.notifier.delivery import DeliveryWorker
+from services.notifier.domain import expiry_notice_due
+from services.notifier.expiry import sweep_expiry
 from services.notifier.handlers import SPECS, mail_handler, settle
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.parking import ParkingWorker
@@ -351,3 +353,22 @@ async def test_a_4xx_keeps_the_delivery_for_a_later_retry(notifier: Notifier) ->
 
 def aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=utc_now().tzinfo)
+
+
+async def test_one_impossible_expiry_date_does_not_stop_the_expiry_sweep(
+    notifier: Notifier,
+) -> None:
+    w = world()
+    await notifier.learn(*w.events)
+    odd = permit("mx", w.cna) | {"dateOfIssuance": "0001-01-01", "dateOfExpiry": "0001-01-10"}
+    due = permit("mx", w.cna) | {"dateOfIssuance": "2025-01-01", "dateOfExpiry": "2030-03-01"}
+    await notifier.learn(ircc_event(odd), ircc_event(due))
+    notifier.ctx.clock = lambda: datetime(2030, 2, 1, 12, tzinfo=UTC)
+
+    assert await sweep_expiry(notifier.ctx) == 1
+    templates = {
+        address: template for address, (_, _, template) in (await notifier.deliveries()).items()
+    }
+    assert templates == {CNA: "ircc_expiry"}
+    # The notice window of such a date starts at the first day there is.
+    assert expiry_notice_due(odd, today=date(1, 1, 5), revoked=False, already_sent=False)
