@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import String, cast, select
+from sqlalchemy import String, cast, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from services.checkpoint.adapters.tables import (
@@ -32,7 +32,7 @@ from shared.events.models import CpcPublished
 from shared.kit.directory import DirectoryView
 from shared.kit.outbox import stage
 from shared.records import AbsCheckpointCommunique, parse_record, record_errors
-from shared.uid import BadReference, format_uid, parse_reference
+from shared.uid import BadReference, UidError, format_uid, parse_reference, parse_uid
 
 
 class InvalidCommunique(Exception):
@@ -237,14 +237,27 @@ async def _submit(
 async def get(ctx: CheckpointContext, uid: str) -> CommuniqueRow:
     """A communiqué by UID (revision optional) or header.identifier."""
     wanted = uid.strip()
+    conditions = [CommuniqueRow.uid == wanted.upper(), CommuniqueRow.identifier == wanted]
+    try:
+        parsed = parse_uid(wanted)
+    except UidError:
+        parsed = None
+    if parsed is not None and parsed.revision is None:
+        # A whole revision-less UID is a permanent link: any revision of that document,
+        # never a mere prefix of some other UID.
+        conditions.append(CommuniqueRow.uid.like(_like_prefix(wanted.upper()) + "-%", escape="\\"))
     async with ctx.sessions() as session:
-        row = await session.scalar(
-            select(CommuniqueRow).where(
-                (CommuniqueRow.uid == wanted.upper())
-                | (CommuniqueRow.identifier == wanted)
-                | CommuniqueRow.uid.like(_like_prefix(wanted.upper()) + "-%", escape="\\")
-            )
-        )
+        candidates = (await session.scalars(select(CommuniqueRow).where(or_(*conditions)))).all()
+    row = next(
+        (
+            c
+            for c in candidates
+            if c.uid == wanted.upper()
+            or c.identifier == wanted
+            or c.uid.rsplit("-", 1)[0] == wanted.upper()
+        ),
+        None,
+    )
     if row is None:
         raise NotFound(f"no communiqué {uid!r}")
     return row

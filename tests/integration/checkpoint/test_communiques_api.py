@@ -193,6 +193,9 @@ async def test_idempotent_submission_uid_and_queries(
             assert resp.json()["uid"] == uid
             assert resp.json()["record"]["absIRCCs"] == [{"identifier": f"{ircc_a}@2"}]
         assert (await client.get(f"/v1/communiques/{uid[:-1]}2")).status_code == 404
+        # A prefix of a UID names no communiqué (it used to answer with the first match).
+        for prefix in ("ABSCH", "ABSCH-CPC", "ABSCH-CPC-DE", uid.rsplit("-", 1)[0][:-1]):
+            assert (await client.get(f"/v1/communiques/{prefix}")).status_code == 404, prefix
 
         await _assert_queries(client, [uid2, uid], ircc_a, ircc_b)
 
