@@ -13,6 +13,7 @@ from services.notifier.adapters.tables import DeliveryRow
 from services.notifier.context import NotifierContext
 from shared.auth import Principal, current_principal
 from shared.http import PROBLEM_RESPONSES
+from shared.uid import UidError, parse_uid
 
 
 def get_ctx(request: Request) -> NotifierContext:
@@ -43,6 +44,14 @@ class DeliveryView(BaseModel):
     sent_at: datetime | None
 
 
+def _revision_less(uid: str) -> bool:
+    """True for a whole UID without its revision (a permanent link)."""
+    try:
+        return parse_uid(uid).revision is None
+    except UidError:
+        return False
+
+
 @router.get("/deliveries", response_model=list[DeliveryView], tags=["deliveries"])
 async def deliveries(
     ctx: Ctx,
@@ -59,11 +68,18 @@ async def deliveries(
     """Deliveries for a record UID; a revision-less UID matches every revision."""
     query = select(DeliveryRow).order_by(DeliveryRow.id).limit(limit)
     uid = subject.upper()
-    # A revision-less UID also matches "<uid>-<revision>"; LIKE wildcards are escaped.
-    pattern = uid.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "-%"
-    query = query.where(
-        (DeliveryRow.subject == uid) | DeliveryRow.subject.like(pattern, escape="\\")
-    )
+    if _revision_less(uid):
+        # Every revision: "<uid>-<n>" exactly (LIKE wildcards escaped, the rest a number).
+        pattern = uid.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(
+            (DeliveryRow.subject == uid)
+            | (
+                DeliveryRow.subject.like(pattern + "-%", escape="\\")
+                & ~DeliveryRow.subject.like(pattern + "-%-%", escape="\\")
+            )
+        )
+    else:  # anything else names one subject, never a prefix of others
+        query = query.where(DeliveryRow.subject == uid)
     if status:
         query = query.where(DeliveryRow.status == status)
     async with ctx.sessions() as session:

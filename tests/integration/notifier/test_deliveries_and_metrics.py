@@ -46,6 +46,9 @@ async def test_delivery_log_by_uid_and_metrics(
         assert await log(first, status="failed") == set()
         assert await log(permanent.replace("-", "_")) == set()  # no LIKE wildcards
         assert await log(f"{permanent}9") == set()
+        # A prefix names no subject: "ABSCH" used to list every delivery in the system.
+        for prefix in ("ABSCH", "ABSCH-IRCC", "ABSCH-IRCC-MX", permanent[:-1]):
+            assert await log(prefix) == set(), prefix
         rows = await deliveries(client, token, first)
         assert all(r["attempts"] == 1 and r["sent_at"] and r["language"] == "en" for r in rows)
 
