@@ -98,6 +98,7 @@ def bootstrap(settings: NotifierSettings, *, clock: Callable[[], datetime] = utc
         group_suffix="",
     )
     kit.add_worker(parked)
+    kit.readiness.add("smtp", worker.smtp_ready)
     kit.add_worker(worker)
     kit.add_worker(expiry)
     kit.on_close(mailer.close)

@@ -124,7 +124,14 @@ class DeliveryWorker:
         self.worker_id = f"{base[:55]}-{secrets.token_hex(4)}"
         self._claim = timedelta(seconds=ctx.settings.claim_seconds)
         self._unreachable = 0  # connection failures in a row
+        self._smtp_error: str | None = None
         self._hold_until: datetime | None = None  # no sends before this while unreachable
+
+    async def smtp_ready(self) -> tuple[bool, str]:
+        """Readiness: the SMTP server answered the last attempt to reach it."""
+        if self._unreachable:
+            return False, f"unreachable ({self._unreachable} tries in a row): {self._smtp_error}"
+        return True, "answers (or nothing to send yet)"
 
     def wake(self) -> None:
         """New deliveries were committed."""
@@ -275,6 +282,7 @@ class DeliveryWorker:
         code = reply_code(exc)
         if code is None or code == _NOT_REACHED:
             self._unreachable += 1
+            self._smtp_error = row.last_error
             ctx.metrics.smtp_up.set(0)
             self._hold_until = now + self._backoff(self._unreachable)
             row.next_attempt_at = self._hold_until

@@ -173,6 +173,19 @@ async def _gauges(notifier: RunningNotifier, *, smtp_up: float, oldest_age: floa
     return text
 
 
+async def _smtp_check(notifier: RunningNotifier, *, passes: bool) -> None:
+    """``/readyz`` names the SMTP server's state (evaluated in the background)."""
+
+    async def settled() -> bool:
+        resp = await notifier.client.get("/readyz")
+        body = resp.json()
+        if body["checks"].get("smtp") is not passes:
+            return False
+        return passes or (resp.status_code == 503 and "unreachable" in body["details"]["smtp"])
+
+    await eventually(settled, what=f"the smtp readiness check {'passes' if passes else 'fails'}")
+
+
 async def test_an_unreachable_server_is_waited_out_however_long_it_stays_away(
     kafka_bootstrap: str, topic_prefix: str, db_url: Any, tmp_path: Path
 ) -> None:
@@ -201,12 +214,14 @@ async def test_an_unreachable_server_is_waited_out_however_long_it_stays_away(
         assert metric(text, "notifier_deliveries_pending") == 1
         assert metric(text, "notifier_mail_retries_total", template=TEMPLATE) == 13
         assert metric(text, "notifier_mails_failed_total", template=TEMPLATE) == 0
+        await _smtp_check(notifier, passes=False)
 
         sink.start()
         try:
             row = await _attempted_again(notifier, clock, row_id, row.attempts)
             assert (row.status, row.attempts, row.last_error) == ("sent", 14, None)
             text = await _gauges(notifier, smtp_up=1, oldest_age=0)
+            await _smtp_check(notifier, passes=True)
             events = await outcomes(notifier.ctx)
         finally:
             sink.stop()
