@@ -429,6 +429,38 @@ async def test_database_outage_under_load_loses_and_doubles_nothing(
                 proc.stop()
 
 
+@dataclass
+class RevokedWorld:
+    """Mexico's users, NFP and CNA, an IRCC of Mexico published then revoked, and Germany's
+    users; ``expected`` are the IRCC's mails."""
+
+    mx: dict[str, str]
+    de: dict[str, str]
+    cna_id: str
+    ident: str
+    expected: set[MailKey]
+
+
+async def revoked_ircc_world(reg: httpx.AsyncClient) -> RevokedWorld:
+    """Publish :class:`RevokedWorld` through the registry."""
+    mx, de = await government_users(reg, "mx"), await government_users(reg, "de")
+    await publish(reg, ADMIN_TOKEN, focal_point("mx", [NFP_MAIL]))
+    cna = authority("mx", [CNA_MAIL])
+    await publish(reg, mx["pa"], cna)
+    cna_id = cna["header"]["identifier"]
+    revoked = permit("mx", cna_id)
+    ident = revoked["header"]["identifier"]
+    first = await publish(reg, mx["pa"], revoked)
+    resp = await reg.post(
+        f"/v1/records/absPermit/{ident}/revoke",
+        json={"reason": {"en": "withdrawn"}},
+        headers=auth(mx["pa"]),
+    )
+    assert resp.status_code == 200, resp.text
+    expected = ircc_mails(first["uid"]) | ircc_mails(resp.json()["uid"], "ircc_revoked")
+    return RevokedWorld(mx, de, cna_id, ident, expected)
+
+
 async def _run(
     kafka: str,
     prefix: str,
@@ -441,21 +473,14 @@ async def _run(
 ) -> None:
     reg = httpx.AsyncClient(base_url=procs["registry"].url, timeout=30)
     async with reg:
-        mx, de = await government_users(reg, "mx"), await government_users(reg, "de")
-        await publish(reg, ADMIN_TOKEN, focal_point("mx", [NFP_MAIL]))
-        cna = authority("mx", [CNA_MAIL])
-        await publish(reg, mx["pa"], cna)
-        cna_id = cna["header"]["identifier"]
-        revoked = permit("mx", cna_id)
-        ident = revoked["header"]["identifier"]
-        first = await publish(reg, mx["pa"], revoked)
-        resp = await reg.post(
-            f"/v1/records/absPermit/{ident}/revoke",
-            json={"reason": {"en": "withdrawn"}},
-            headers=auth(mx["pa"]),
+        world = await revoked_ircc_world(reg)
+        mx, de, cna_id, ident, expected = (
+            world.mx,
+            world.de,
+            world.cna_id,
+            world.ident,
+            world.expected,
         )
-        assert resp.status_code == 200, resp.text
-        expected = ircc_mails(first["uid"]) | ircc_mails(resp.json()["uid"], "ircc_revoked")
         burst_to = [f"contact-{n}@de.example" for n in range(BURST)]
         contacts = [contact([address], gov="de") for address in burst_to]
         for record in contacts:

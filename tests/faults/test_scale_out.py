@@ -30,8 +30,6 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared.events import CloudEvent, topic_name
 from tests.faults.test_database_outage import (
-    CNA_MAIL,
-    NFP_MAIL,
     ORDER,
     Api,
     Load,
@@ -46,6 +44,7 @@ from tests.faults.test_database_outage import (
     mail_counts,
     mail_summary,
     publish_ircc,
+    revoked_ircc_world,
     service_env,
     submit_cpc,
 )
@@ -54,8 +53,8 @@ from tests.support.databases import PG_URL, databases
 from tests.support.kafka import TopicReader
 from tests.support.poll import eventually
 from tests.support.processes import ServiceProcess
-from tests.support.records import authority, checkpoint, contact, focal_point, permit
-from tests.support.registry import ADMIN_TOKEN, auth, create_user, government_users, publish
+from tests.support.records import checkpoint, contact, permit
+from tests.support.registry import create_user, publish
 from tools.smtp_sink import SmtpSink
 
 INSTANCES = ("a", "b")
@@ -185,21 +184,14 @@ async def _run(
     started: float,
 ) -> None:
     async with httpx.AsyncClient(base_url=procs["registry", "a"].url, timeout=30) as reg:
-        mx, de = await government_users(reg, "mx"), await government_users(reg, "de")
-        await publish(reg, ADMIN_TOKEN, focal_point("mx", [NFP_MAIL]))
-        cna = authority("mx", [CNA_MAIL])
-        await publish(reg, mx["pa"], cna)
-        cna_id = cna["header"]["identifier"]
-        revoked = permit("mx", cna_id)
-        ident = revoked["header"]["identifier"]
-        first = await publish(reg, mx["pa"], revoked)
-        resp = await reg.post(
-            f"/v1/records/absPermit/{ident}/revoke",
-            json={"reason": {"en": "withdrawn"}},
-            headers=auth(mx["pa"]),
+        world = await revoked_ircc_world(reg)
+        mx, de, cna_id, ident, expected = (
+            world.mx,
+            world.de,
+            world.cna_id,
+            world.ident,
+            world.expected,
         )
-        assert resp.status_code == 200, resp.text
-        expected = ircc_mails(first["uid"]) | ircc_mails(resp.json()["uid"], "ircc_revoked")
         person = contact([CP_MAIL], gov="de")
         await publish(reg, de["pa"], person)
         cp = checkpoint("de", contacts=[person["header"]["identifier"]])
