@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,8 +22,6 @@ PROBLEM_JSON = "application/problem+json"
 # 1 MiB, Kafka's default message size: a bigger body could never travel as an event.
 DEFAULT_MAX_BODY_BYTES = 1_048_576
 BODY_FIELD = "<body>"
-# A JSON escape \u0000 is NUL unless its backslash is itself escaped (\\u0000 is text).
-_ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
 
@@ -188,47 +185,6 @@ def install_health(
             details=details() if details is not None else {},
         )
         return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
-
-
-class RejectNul:
-    """ASGI middleware: a NUL character in the path, query or body is a 422, not a crash.
-
-    PostgreSQL text cannot hold NUL, so such input must stop at the door for every route.
-    """
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        where = None
-        if "\x00" in scope.get("path", ""):
-            where = "<path>"
-        elif b"%00" in scope.get("query_string", b"") or b"\x00" in scope.get("query_string", b""):
-            where = "<query>"
-        messages: list[Any] = []
-        if where is None:
-            more = True
-            while more:
-                message = await receive()
-                messages.append(message)
-                more = message.get("more_body", False) and message["type"] == "http.request"
-            body = b"".join(m.get("body", b"") for m in messages)
-            if b"\x00" in body or _ESCAPED_NUL.search(body):
-                where = BODY_FIELD
-        if where is not None:
-            problem = validation_problem(
-                [{"loc": (where,), "msg": "must not contain NUL characters"}]
-            )
-            await problem_response(problem)(scope, receive, send)
-            return
-
-        async def replay() -> Any:
-            return messages.pop(0) if messages else await receive()
-
-        await self.app(scope, replay, send)
 
 
 def too_large_problem(limit: int, path: str | None = None) -> Problem:

@@ -113,6 +113,14 @@ class PlumbingMetrics:
             ["service", "group"],
             registry=registry,
         )
+        self.job_skips = Counter(
+            "absch_periodic_records_skipped_total",
+            "Records a periodic task (expiry sweep, workflow sweep, recheck) failed on and "
+            "skipped, so the rest of the round went on",
+            # Not "job": Prometheus gives that label to the scrape job.
+            ["service", "task"],
+            registry=registry,
+        )
         self.ready = Gauge(
             "absch_ready",
             "1 when a readiness check passes, 0 when it fails (as last evaluated)",
@@ -132,6 +140,10 @@ class PlumbingMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+
+    def skipped(self, task: str) -> None:
+        """Count one record a periodic task failed on and skipped."""
+        self.job_skips.labels(self.service, task).inc()
 
 
 def install_metrics(app: FastAPI, metrics: PlumbingMetrics) -> None:

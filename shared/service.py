@@ -13,10 +13,10 @@ from shared.http import (
     DEFAULT_MAX_BODY_BYTES,
     LimitBody,
     ReadinessCheck,
-    RejectNul,
     install_health,
     install_problem_handlers,
 )
+from shared.hygiene import CheckInput
 from shared.logging import correlation_id
 from shared.metrics import PlumbingMetrics, install_metrics
 
@@ -38,9 +38,9 @@ def create_app(
     request body limit (413 over ``max_body_bytes``)."""
     app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
     install_problem_handlers(app)
-    app.add_middleware(RejectNul)
+    app.add_middleware(CheckInput)
     install_health(app, readiness, readiness_details)
-    # The last added runs first: Correlate, CountRequests, LimitBody, RejectNul, routes.
+    # The last added runs first: Correlate, CountRequests, LimitBody, CheckInput, routes.
     # The limit sits just inside correlation ids and request counting (neither reads the
     # body), so a 413 is correlated and counted, and comes before anything that reads
     # the body or authenticates.

@@ -36,6 +36,7 @@ from services.monitor.metrics import MonitorMetrics
 from shared.events import CloudEvent, Topic, topic_name
 from shared.events.models import CpcPublished, IrccEvent
 from shared.kit.consumer import Delivery, Tx
+from shared.kit.failures import is_transient
 from shared.kit.outbox import OutboxRelay, stage
 
 log = logging.getLogger(__name__)
@@ -257,9 +258,12 @@ class MonitorWorker:
             self.metrics.rechecks.labels("grace").inc()
             try:
                 await self.recheck(item)
-            except Exception:
+            except Exception as exc:
+                if is_transient(exc):
+                    raise  # the database is away: the whole round tries again later
                 self.metrics.work_errors.inc()
-                log.exception("recheck of %s failed", item)
+                self.metrics.plumbing.skipped("recheck")
+                log.exception("recheck of %s failed; the round goes on", item)
         async with self._sessions() as session:
             for name, n in (await store.sizes(session)).items():
                 self.metrics.table_keys.labels(name).set(n)

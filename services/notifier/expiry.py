@@ -58,6 +58,7 @@ async def sweep_expiry(ctx: NotifierContext) -> int:
                 ):
                     due.append(row.identifier)
             except Exception:  # one odd record must not stop every country's reminders
+                ctx.metrics.plumbing.skipped("expiry")
                 log.exception("expiry check of %s failed; the sweep goes on", row.uid)
     queued = 0
     for identifier in due:
@@ -66,6 +67,7 @@ async def sweep_expiry(ctx: NotifierContext) -> int:
         except Exception as exc:
             if is_transient(exc):
                 raise  # the database is away: the whole sweep tries again later
+            ctx.metrics.plumbing.skipped("expiry")
             log.exception("expiry notice for %s failed; the sweep goes on", identifier)
     if queued:
         log.info("queued %s IRCC expiry notice(s)", queued)

@@ -39,7 +39,7 @@ class NotifierSettings(ServiceSettings):
         "connection attempts while the SMTP server is unreachable",
     )
     soft_bounce_seconds: float = Field(
-        default=48 * 3600.0,
+        default=24 * 3600.0,
         gt=0,
         description="how long a delivery is retried while the SMTP server answers it with a "
         "4xx reply, counted from the first one; then it fails. An unreachable server (refused, "

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
 
 from shared.auth import Role
-from shared.records.common import LANGUAGES, LongText
+from shared.records.common import LANGUAGES, LongText, one_line
 
 LString = dict[str, str]
 # A revocation reason becomes the record's amendmentDescription, so the same bounds.
@@ -92,7 +92,7 @@ class RequestView(ApiModel):
 class UserCreate(BaseModel):
     """A user to designate."""
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Annotated[str, AfterValidator(one_line)] = Field(min_length=1, max_length=200)
     email: EmailStr
     role: Role
     government: str | None = Field(default=None, pattern=r"^[A-Za-z]{2}$")

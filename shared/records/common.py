@@ -42,6 +42,11 @@ MAX_ITEMS = 1_000  # entries of any list
 # fields (an IRCC's amendment reason), so 2 x 384 KiB plus the envelope stays < 1 MiB.
 MAX_RECORD_BYTES = 384 * 1024
 
+# Plausible dates of a permit, a collection or an access: a date outside is a typo
+# (0001 or 9999) that would break date arithmetic downstream (expiry reminders).
+EARLIEST_DATE = date(1900, 1, 1)
+LATEST_DATE = date(2200, 12, 31)
+
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _COUNTRY = re.compile(r"[A-Za-z]{2}")
 _TAG_OR_COMMENT = re.compile(r"<!--.*?-->|<[^>]*>", re.DOTALL)
@@ -147,6 +152,38 @@ def _require_text(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+# One-line fields (names, titles, codes) refuse every control character and the Unicode
+# line and paragraph separators: a CR/LF in a name would start a new line in a mail.
+_NOT_ONE_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Multi-line fields keep tabs and line breaks and refuse the other control characters.
+_NOT_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _describe(char: str) -> str:
+    return {"\r": "CR", "\n": "LF", "\t": "TAB"}.get(char, f"U+{ord(char):04X}")
+
+
+def one_line(value: str) -> str:
+    """A one-line text: no line break, tab or other control character."""
+    found = _NOT_ONE_LINE.search(value)
+    if found:
+        raise rule_error(
+            "one_line",
+            f"must be one line without control characters (found {_describe(found.group())})",
+        )
+    return value
+
+
+def text_block(value: str) -> str:
+    """A multi-line text: line breaks and tabs, but no other control character."""
+    found = _NOT_TEXT.search(value)
+    if found:
+        raise rule_error(
+            "control_character", f"must not contain control characters ({_describe(found.group())})"
+        )
+    return value
+
+
 def _not_blank(value: str) -> str:
     if not value.strip():
         raise rule_error("blank", "must not be blank")
@@ -162,13 +199,21 @@ def _email(value: str) -> str:
 
 def _iso_date(value: object) -> object:
     if isinstance(value, date) and not isinstance(value, datetime):
-        return value
-    if isinstance(value, str) and _ISO_DATE.fullmatch(value):
+        parsed = value
+    elif isinstance(value, str) and _ISO_DATE.fullmatch(value):
         try:
-            return date.fromisoformat(value)
+            parsed = date.fromisoformat(value)
         except ValueError:
             raise rule_error("date_invalid", f"{value!r} is not a calendar date") from None
-    raise rule_error("date_format", "date must be a YYYY-MM-DD string")
+    else:
+        raise rule_error("date_format", "date must be a YYYY-MM-DD string")
+    if not EARLIEST_DATE <= parsed <= LATEST_DATE:
+        raise rule_error(
+            "date_range",
+            f"{parsed.isoformat()} is not a plausible date: expected "
+            f"{EARLIEST_DATE.isoformat()} to {LATEST_DATE.isoformat()}",
+        )
+    return parsed
 
 
 def _optional_iso_date(value: object) -> object:
@@ -176,9 +221,13 @@ def _optional_iso_date(value: object) -> object:
     return None if value is None or value == "" else _iso_date(value)
 
 
-Code = Annotated[str, StringConstraints(max_length=MAX_ID_CHARS)]
-ShortText = Annotated[str, StringConstraints(max_length=MAX_NAME_CHARS)]
-LongText = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
+Code = Annotated[str, StringConstraints(max_length=MAX_ID_CHARS), AfterValidator(one_line)]
+ShortText = Annotated[str, StringConstraints(max_length=MAX_NAME_CHARS), AfterValidator(one_line)]
+# A short text whose form field is a text area (postal addresses).
+ShortBlock = Annotated[
+    str, StringConstraints(max_length=MAX_NAME_CHARS), AfterValidator(text_block)
+]
+LongText = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS), AfterValidator(text_block)]
 # lstrings: at most one value per language (unknown keys are refused), each bounded.
 LString = Annotated[
     dict[str, LongText], Field(max_length=MAX_ITEMS), AfterValidator(_check_languages)
@@ -188,11 +237,17 @@ ShortLString = Annotated[
     dict[str, ShortText], Field(max_length=MAX_ITEMS), AfterValidator(_check_languages)
 ]
 RequiredShortLString = Annotated[ShortLString, AfterValidator(_require_text)]
-NonBlank = Annotated[str, StringConstraints(max_length=MAX_NAME_CHARS), AfterValidator(_not_blank)]
-NonBlankCode = Annotated[
-    str, StringConstraints(max_length=MAX_ID_CHARS), AfterValidator(_not_blank)
+BlockLString = Annotated[
+    dict[str, ShortBlock], Field(max_length=MAX_ITEMS), AfterValidator(_check_languages)
 ]
-Url = Annotated[str, StringConstraints(max_length=MAX_URL_CHARS), AfterValidator(_not_blank)]
+NonBlank = Annotated[ShortText, AfterValidator(_not_blank)]
+NonBlankCode = Annotated[Code, AfterValidator(_not_blank)]
+Url = Annotated[
+    str,
+    StringConstraints(max_length=MAX_URL_CHARS),
+    AfterValidator(one_line),
+    AfterValidator(_not_blank),
+]
 Email = Annotated[str, StringConstraints(max_length=MAX_EMAIL_CHARS), AfterValidator(_email)]
 ShortTexts = Annotated[list[ShortText], Field(max_length=MAX_ITEMS)]
 Codes = Annotated[list[Code], Field(max_length=MAX_ITEMS)]
@@ -210,7 +265,8 @@ class Term(Part):
     """Thesaurus term or country: ``{identifier, customValue?}``."""
 
     identifier: NonBlankCode
-    customValue: ShortLString | None = None
+    # The "Other" term's own words; the real form gives them a text area.
+    customValue: BlockLString | None = None
 
 
 class CountryTerm(Term):

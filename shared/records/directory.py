@@ -10,6 +10,7 @@ from pydantic import Field, StrictBool, model_validator
 from shared.records.common import (
     MAX_DESCRIPTION_CHARS,
     MAX_ITEMS,
+    BlockLString,
     Code,
     Codes,
     CountryTerm,
@@ -90,7 +91,7 @@ class Authority(NationalRecord):
     SCHEMA = "authority"
 
     name: RequiredShortLString
-    address: ShortLString | None = None
+    address: BlockLString | None = None
     city: RequiredShortLString
     state: ShortLString | None = None
     postalCode: ShortLString | None = None
@@ -145,7 +146,7 @@ class Contact(Record):
     organization: ShortLString | None = None
     organizationAcronym: ShortLString | None = None
     organizationType: Term | None = None
-    address: ShortLString | None = None
+    address: BlockLString | None = None
     city: ShortLString | None = None
     state: ShortLString | None = None
     postalCode: ShortLString | None = None

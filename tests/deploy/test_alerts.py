@@ -200,6 +200,8 @@ def test_the_issue_s_alerts_are_all_there() -> None:
         "AbschConsumerRestarting": "absch_consumer_restarts_total",
         "AbschOutboxAgeing": "absch_outbox_oldest_age_seconds",
         "AbschOutboxDeadLetters": "absch_outbox_dead_letters_total",
+        "AbschSmtpUnreachable": "notifier_smtp_up",
+        "AbschPeriodicRecordsSkipped": "absch_periodic_records_skipped_total",
     }
     for alert, metric in wanted.items():
         assert alert in rules, alert

@@ -40,7 +40,8 @@ class PublishOutcome:
 
 def owner_government(schema: str, body: dict[str, Any], principal: Principal) -> str | None:
     """Government owning a record; a contact without one belongs to its creator's government."""
-    gov = (body.get("government") or {}).get("identifier")
+    term = body.get("government")
+    gov = term.get("identifier") if isinstance(term, dict) else None  # any shape may come
     if isinstance(gov, str) and gov:
         return gov.lower()
     return principal.government if schema == "contact" else None

@@ -6,6 +6,7 @@ Requests time out after ``request_timeout_days`` (90) and the PA gets a reminder
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,6 +24,9 @@ from services.registry.domain import check_can_decide, title_of
 from services.registry.handlers.errors import Conflict, NotFound
 from services.registry.handlers.publishing import create_revision
 from shared.auth import Principal, Role, forbidden
+from shared.kit.failures import is_transient
+
+log = logging.getLogger(__name__)
 
 
 async def _publishing_authorities(session: AsyncSession, government: str | None) -> list[str]:
@@ -182,37 +186,63 @@ async def recall(ctx: RegistryContext, principal: Principal, request_id: int) ->
 
 
 async def sweep(ctx: RegistryContext) -> dict[str, int]:
-    """Send due reminders and time out requests older than the limit."""
+    """Send due reminders and time out requests older than the limit.
+
+    Each request is handled in its own transaction: one that fails is logged, counted
+    (``absch_periodic_records_skipped_total{task="workflow"}``) and skipped, and the rest go on.
+    A transient failure (the database away) ends the round; the next one tries again.
+    """
+    counts = {"reminded": 0, "timedout": 0}
+    async with ctx.sessions() as session:
+        running = list(
+            await session.scalars(select(RequestRow.id).where(RequestRow.state == "running"))
+        )
+    for request_id in running:
+        try:
+            outcome = await _sweep_one(ctx, request_id)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            ctx.metrics.plumbing.skipped("workflow")
+            log.exception("workflow sweep of request %s failed; the sweep goes on", request_id)
+            continue
+        if outcome:
+            counts[outcome] += 1
+    return counts
+
+
+async def _sweep_one(ctx: RegistryContext, request_id: int) -> str | None:
+    """Remind about or time out one running request; which one it did, if any."""
     now = ctx.clock()
     timeout = timedelta(days=ctx.settings.request_timeout_days)
     interval = timedelta(days=ctx.settings.reminder_interval_days)
-    counts = {"reminded": 0, "timedout": 0}
     async with ctx.sessions() as session:
-        running = (
-            await session.scalars(select(RequestRow).where(RequestRow.state == "running"))
-        ).all()
-        for req in running:
-            row = await session.get(RecordRow, req.document_id)
-            assert row is not None
-            age = now - _aware(req.created_at)
-            if age >= timeout:
-                _close(ctx, req, row, "canceled", "timedout", None)
-                _notify(ctx, session, [req.requested_by], req, row, "timedout")
-                counts["timedout"] += 1
-            elif age >= interval * (req.reminders_sent + 1):
-                req.reminders_sent += 1
-                _notify(
-                    ctx,
-                    session,
-                    await _publishing_authorities(session, row.government),
-                    req,
-                    row,
-                    "request",
-                    iteration=req.reminders_sent + 1,
-                )
-                counts["reminded"] += 1
+        req = await session.get(RequestRow, request_id)
+        if req is None or req.state != "running":
+            return None  # decided since the list was read
+        row = await session.get(RecordRow, req.document_id)
+        if row is None:
+            raise LookupError(f"request {request_id} names no record {req.document_id}")
+        age = now - _aware(req.created_at)
+        outcome: str | None = None
+        if age >= timeout:
+            _close(ctx, req, row, "canceled", "timedout", None)
+            _notify(ctx, session, [req.requested_by], req, row, "timedout")
+            outcome = "timedout"
+        elif age >= interval * (req.reminders_sent + 1):
+            req.reminders_sent += 1
+            _notify(
+                ctx,
+                session,
+                await _publishing_authorities(session, row.government),
+                req,
+                row,
+                "request",
+                iteration=req.reminders_sent + 1,
+            )
+            outcome = "reminded"
         await session.commit()
-    return counts
+        return outcome
 
 
 def _aware(value: datetime) -> datetime:

@@ -11,11 +11,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
 
+from services.registry.adapters.tables import RequestRow
 from services.registry.context import RegistryContext
 from services.registry.handlers import workflow
 from shared.events import topic_name
@@ -390,3 +391,36 @@ async def test_only_the_pa_of_the_records_government_decides(mx: Registry) -> No
     for action, body in (("approve", {}), ("reject", {"reason": "no"}), ("recall", {})):
         problem = assert_problem(await decide(client, users["pa"], 987654, action, **body), 404)
         assert problem["detail"] == "no request 987654"
+
+
+async def test_one_broken_request_does_not_stop_the_reminders_of_the_others(
+    mx: Registry,
+) -> None:
+    """A request whose stored body is corrupt fails on its own; the others are reminded
+    exactly once, and the skip is counted."""
+    client, users = mx.client, mx.users
+    broken = await request_publication(client, users["nau"], permit("mx", mx.cna))
+    good = await request_publication(client, users["nau"], permit("mx", mx.cna))
+    async with mx.ctx.sessions() as session:
+        row = await session.get(RequestRow, broken)
+        assert row is not None
+        row.body = cast(Any, ["not", "a", "record"])  # what a damaged row could hold
+        await session.commit()
+    skips = {"service": "registry", "task": "workflow"}
+
+    def skipped() -> float:
+        value = mx.ctx.metrics.plumbing.registry.get_sample_value(
+            "absch_periodic_records_skipped_total", skips
+        )
+        return value or 0.0
+
+    mx.clock.advance(days=7)
+    assert await workflow.sweep(mx.ctx) == {"reminded": 1, "timedout": 0}
+    assert skipped() == 1
+    assert await workflow.sweep(mx.ctx) == {"reminded": 0, "timedout": 0}
+    reminders = [
+        n["iteration"]
+        for n in await notifications(client, users["pa"])
+        if n["action"] == "request" and n["requestId"] == good
+    ]
+    assert sorted(reminders) == [1, 2]

@@ -301,12 +301,46 @@ DIRECTORY_CASES = [
     pytest.param("focal_point", {"government": DROP}, "government", id="nfp-government"),
 ]
 
+# Text hygiene and date plausibility (one-line fields refuse line breaks; dates 1900-2200).
+HYGIENE_CASES = [
+    pytest.param(
+        IRCC_01, {"title": {"en": "a\r\nBcc: x@evil.example"}}, "title.en", id="title-crlf"
+    ),
+    pytest.param(IRCC_01, {"title": {"en": "tab\there"}}, "title.en", id="title-tab"),
+    pytest.param(IRCC_01, {"title": {"en": "line\u2028sep"}}, "title.en", id="title-u2028"),
+    pytest.param(IRCC_01, {"notes": "bell\u0007"}, "notes", id="notes-control"),
+    pytest.param(IRCC_01, {"dateOfIssuance": "0001-01-01"}, "dateOfIssuance", id="issued-0001"),
+    pytest.param(IRCC_01, {"dateOfExpiry": "9999-12-31"}, "dateOfExpiry", id="expiry-9999"),
+    pytest.param(IRCC_01, {"dateOfIssuance": "1899-12-31"}, "dateOfIssuance", id="issued-1899"),
+    pytest.param(CPC, {"dateCollected": "9999-12-31"}, "dateCollected", id="collected-9999"),
+    pytest.param(CPC, {"dateCollected": "0001-01-01"}, "dateCollected", id="collected-0001"),
+    pytest.param(CPC, {"dateOfAccess": "2201-01-01"}, "dateOfAccess", id="access-2201"),
+    pytest.param("contact_person", {"firstName": "Ann\nBcc: x"}, "firstName", id="first-lf"),
+    pytest.param("contact_organization", {"phones": ["+1\r\n2"]}, "phones.0", id="phone-crlf"),
+]
+
 
 @pytest.mark.parametrize(
-    ("name", "changes", "field"), IRCC_CASES + CPC_CASES + CP_CASES + DIRECTORY_CASES
+    ("name", "changes", "field"),
+    IRCC_CASES + CPC_CASES + CP_CASES + DIRECTORY_CASES + HYGIENE_CASES,
 )
 def test_rule_violation_names_the_field(name, changes, field):
     assert failing_fields(variant(name, changes)) == [field]
+
+
+def test_multi_line_fields_keep_their_line_breaks():
+    text = "first line\r\nsecond line\n\tindented"
+    record = parse_record(variant(IRCC_01, {"notes": text, "permitDescription": {"en": text}}))
+    assert record.dump()["notes"] == text
+    address = {"en": "Building 2\nMain street 1"}
+    contact = parse_record(variant("contact_organization", {"address": address}))
+    assert contact.dump()["address"] == address
+
+
+def test_the_edges_of_the_plausible_dates_pass():
+    edges = {"dateOfIssuance": "1900-01-01", "dateOfExpiry": "2200-12-31"}
+    record = parse_record(variant(IRCC_01, edges))
+    assert record.dump()["dateOfExpiry"] == "2200-12-31"
 
 
 def test_rule_violations_are_reported_together():
