@@ -298,7 +298,8 @@ async def run(session: Any) -> Outcome:
     tracker.start()
     sampler = ProcSampler({**stack.pids(), "bench": os.getpid()})
     sampler.start()
-    watcher = MetricsWatcher({n: stack.url(n) for n in ("checkpoint", "notifier", "monitor")})
+    watched = ("checkpoint", "notifier", "monitor")
+    watcher = MetricsWatcher({n: stack.metrics_url(n) for n in watched})
     data: dict[str, Any] = {"plan": plan.__dict__}
     names = list(sampler.pids)
     try:

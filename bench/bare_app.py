@@ -3,7 +3,7 @@
 ``python -m bench.bare_app --port P [--plumbing]`` serves ``POST /v1/communiques``: a handler
 that takes the JSON body as a dict and answers 201 ``{"uid": ..., "warnings": []}``. Plain
 FastAPI by default; with ``--plumbing`` the app is built by ``shared.service.create_app``
-(problem handlers, health, /metrics and its request-counting middleware, correlation-id
+(problem handlers, health, the request-counting middleware, correlation-id
 middleware) so the cost of the shared plumbing shows separately. Either way it runs through
 ``shared.runner.serve``: the same uvicorn settings and process model as the services.
 """

@@ -61,7 +61,8 @@ class Scrape:
 
 
 class MetricsWatcher:
-    """Polls ``/metrics`` of named services every ``interval`` seconds within a window."""
+    """Polls the metrics listeners (``urls``: name -> its ``/metrics`` URL) of named services
+    every ``interval`` seconds within a window."""
 
     def __init__(self, urls: dict[str, str], interval: float = 1.0) -> None:
         self.urls = urls
@@ -74,7 +75,7 @@ class MetricsWatcher:
         out = {}
         for name, url in self.urls.items():
             try:
-                resp = await self._client.get(f"{url}/metrics")
+                resp = await self._client.get(url)
                 out[name] = parse(resp.text)
             except httpx.HTTPError:
                 out[name] = {}

@@ -83,6 +83,7 @@ class Stack:
         self.sink_port = 0
         self.mail_log = self.state / "mail.log"
         self.ports = {name: free_port() for name in SERVICES}
+        self.metrics_ports = {name: free_port() for name in SERVICES}
         self.procs: dict[str, Proc] = {}
 
     # ------------------------------------------------------------------ environment
@@ -109,11 +110,16 @@ class Stack:
         for name, port in self.ports.items():
             env[f"{name.upper()}_DATABASE_URL"] = f"sqlite+aiosqlite:///{self.state / f'{name}.db'}"
             env[f"{name.upper()}_HTTP_PORT"] = str(port)
+            env[f"{name.upper()}_METRICS_PORT"] = str(self.metrics_ports[name])
         env.update(self.env_overrides)
         return env
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
+
+    def metrics_url(self, name: str) -> str:
+        """A service's metrics listener (the public port has no /metrics)."""
+        return f"http://127.0.0.1:{self.metrics_ports[name]}/metrics"
 
     @property
     def bootstrap(self) -> str:

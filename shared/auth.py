@@ -1,7 +1,9 @@
 """Identities: Ed25519-signed JWTs issued by the registry, verified locally by every service.
 
 Services fetch the registry's public keys once from ``/.well-known/jwks.json`` (again only
-when a token names an unknown key id), so no call is made per request.
+when a token names an unknown key id), so no call is made per request. A deactivated user's
+tokens are refused from a local list too: the registry's own table in the registry, the
+kit's copy fed by ``directory.user.deactivated`` events everywhere else.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import jwt
-from fastapi import Request
+from fastapi import Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict
 
 from shared.http import ProblemError
@@ -27,7 +30,7 @@ AUDIENCE = "absch"
 
 
 class Role(StrEnum):
-    """Roles of DESIGN.md §4; every role but admin is scoped to one government."""
+    """Roles of DESIGN.md §4; every role but admin and operator is scoped to one government."""
 
     ADMIN = "admin"
     NFP = "nfp"
@@ -35,6 +38,14 @@ class Role(StrEnum):
     NAU = "nau"
     CNA = "cna"
     CHECKPOINT = "checkpoint"
+    # Watches the system (the monitor's dashboard: counts, rates, lag, failures) without the
+    # Secretariat's powers: created by the admin, acts for no government, reads no case,
+    # draft or delivery, writes nothing.
+    OPERATOR = "operator"
+
+
+# Roles that belong to no government: a government given when creating one is dropped.
+UNSCOPED_ROLES = frozenset({Role.ADMIN, Role.OPERATOR})
 
 
 class Principal(BaseModel):
@@ -82,14 +93,25 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
 
 
 KeyResolver = Callable[[str], Awaitable[Any | None]]
+# True when the user with this id was deactivated (answered locally, never over HTTP).
+DeactivationCheck = Callable[[str], Awaitable[bool]]
+DEACTIVATED = "user is deactivated"
 
 
 class TokenVerifier:
-    """Verifies bearer tokens against public keys found by key id."""
+    """Verifies bearer tokens against public keys found by key id; with ``deactivated``,
+    a valid token of a deactivated user is refused too."""
 
-    def __init__(self, resolve_key: KeyResolver, *, admin_token: str | None = None) -> None:
+    def __init__(
+        self,
+        resolve_key: KeyResolver,
+        *,
+        admin_token: str | None = None,
+        deactivated: DeactivationCheck | None = None,
+    ) -> None:
         self._resolve = resolve_key
         self._admin_token = admin_token
+        self._deactivated = deactivated
 
     async def verify(self, token: str) -> Principal:
         """Principal for a valid token; ``ProblemError`` 401 otherwise."""
@@ -111,11 +133,15 @@ class TokenVerifier:
                 issuer=ISSUER,
                 options={"require": ["exp", "sub", "role"]},
             )
-            return principal_from_claims(claims)
+            principal = principal_from_claims(claims)
         except jwt.ExpiredSignatureError:
             raise _unauthorized("token expired") from None
         except (jwt.PyJWTError, ValueError, KeyError):
             raise _unauthorized("invalid token") from None
+        # Checked after the signature, so a forged token learns nothing about who is active.
+        if self._deactivated is not None and await self._deactivated(principal.id):
+            raise _unauthorized(DEACTIVATED)
+        return principal
 
 
 def _unauthorized(detail: str) -> ProblemError:
@@ -170,7 +196,18 @@ def forbidden(detail: str) -> ProblemError:
     return ProblemError(403, "Forbidden", detail)
 
 
-async def current_principal(request: Request) -> Principal:
+# States bearer authentication in the OpenAPI document (for clients, and for schemathesis'
+# ``ignored_auth``); the token is still read by ``bearer_token``, so a missing one is a 401
+# problem, not FastAPI's own answer.
+BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="A JWT issued by the registry (or the bootstrap admin token).",
+)
+DeclaresBearer = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+
+
+async def current_principal(request: Request, _bearer: DeclaresBearer) -> Principal:
     """FastAPI dependency: the caller, verified with ``app.state.verifier`` (401 otherwise)."""
     verifier: TokenVerifier = request.app.state.verifier
     return await verifier.verify(bearer_token(request))

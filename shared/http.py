@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.kit.failures import is_transient
@@ -124,8 +125,23 @@ def install_problem_handlers(app: FastAPI) -> None:
             403: "Forbidden",
         }.get(exc.status_code, "Error")
         detail = exc.detail if isinstance(exc.detail, str) else None
+        # The exception's headers are part of the answer: a 405 lists ``Allow`` (RFC 9110).
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route matching the path only; the
+            # resource supports every method some route (included routers too) serves there.
+            allowed = [
+                method
+                for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+                if any(
+                    route.matches({**request.scope, "method": method})[0] is Match.FULL
+                    for route in request.app.router.routes
+                )
+            ]
+            if allowed:
+                headers["Allow"] = ", ".join(allowed)
         return problem_response(
-            Problem(title=title, status=exc.status_code, detail=detail), request
+            Problem(title=title, status=exc.status_code, detail=detail), request, headers
         )
 
     async def _unavailable(request: Request, exc: Exception) -> JSONResponse:

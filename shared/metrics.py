@@ -6,18 +6,17 @@ covers every service; a service's own series are named ``<service>_<thing>_<unit
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import threading
 import time
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
-from fastapi import FastAPI, Response
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -147,13 +146,56 @@ class PlumbingMetrics:
 
 
 def install_metrics(app: FastAPI, metrics: PlumbingMetrics) -> None:
-    """Serve ``/metrics`` and count every request by its route template (bounded labels)."""
-
-    @app.get("/metrics", include_in_schema=False)
-    async def prometheus_metrics() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
+    """Count every request by its route template (bounded labels). ``/metrics`` is not a
+    route of the public app: :class:`MetricsServer` serves it on a port of its own."""
     app.add_middleware(CountRequests, metrics=metrics)
+
+
+class MetricsServer:
+    """A service instance's registry in Prometheus text on a listener of its own, so that
+    only the monitoring network reaches it (the public port answers 404 for ``/metrics``).
+
+    prometheus_client's own server, in a thread: a scrape never waits for the event loop,
+    so the numbers stay readable while the loop is busy or stuck, which is when they matter.
+    Every path answers (Prometheus asks for ``/metrics``)."""
+
+    def __init__(self, registry: CollectorRegistry, *, host: str, port: int) -> None:
+        self.registry = registry
+        self.host = host
+        self.requested_port = port
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (the requested one, or the free one picked for port 0)."""
+        if self._server is None:
+            raise RuntimeError("the metrics server is not running")
+        return int(self._server.server_port)
+
+    @property
+    def url(self) -> str:
+        """The listener's ``/metrics`` URL (a wildcard host reads as loopback)."""
+        host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}/metrics"
+
+    def start(self) -> None:
+        """Bind and serve; an address in use fails the start, as the HTTP port does."""
+        self._server, self._thread = start_http_server(
+            self.requested_port, addr=self.host, registry=self.registry
+        )
+        log.info("metrics on %s", self.url)
+
+    async def stop(self) -> None:
+        """Stop serving and release the port (waits for the serving thread's next poll)."""
+        server, thread, self._server, self._thread = self._server, self._thread, None, None
+        if server is None:
+            return
+        await asyncio.to_thread(server.shutdown)
+        server.server_close()
+        if thread is not None:
+            await asyncio.to_thread(thread.join, 5)
 
 
 class CountRequests:

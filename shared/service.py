@@ -19,6 +19,7 @@ from shared.http import (
 from shared.hygiene import CheckInput
 from shared.logging import correlation_id
 from shared.metrics import PlumbingMetrics, install_metrics
+from shared.openapi import install_openapi
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 CORRELATION_HEADER = "X-Correlation-ID"
@@ -38,6 +39,7 @@ def create_app(
     request body limit (413 over ``max_body_bytes``)."""
     app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
     install_problem_handlers(app)
+    install_openapi(app)
     app.add_middleware(CheckInput)
     install_health(app, readiness, readiness_details)
     # The last added runs first: Correlate, CountRequests, LimitBody, CheckInput, routes.

@@ -87,6 +87,17 @@ class ServiceSettings(BaseSettings):
     database_url: str = ""
     http_host: str = "127.0.0.1"
     http_port: int = 0
+    # Prometheus scrapes <SERVICE>_METRICS_HOST:<SERVICE>_METRICS_PORT, never the public port.
+    metrics_host: str = Field(
+        default="", description="address of the metrics listener; empty: the same as http_host"
+    )
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="port of the metrics listener (/metrics), kept off the public port so that "
+        "only the monitoring network reaches it; 0 picks a free one (tests, logged at start)",
+    )
     consumer_group: str = ""
 
     @model_validator(mode="after")

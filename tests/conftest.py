@@ -18,6 +18,12 @@ from tests.support.databases import BACKENDS, DbFactory, databases, skip_unless_
 from tools.broker import EmbeddedBroker
 from tools.smtp_sink import SmtpSink
 
+# Every service instance a test starts binds its metrics listener to a free port (noted by
+# tests.support.servers for tests.support.metrics.scrape), never the fixed default, which
+# two instances, or a devstack running beside the suite, would fight over.
+for _service in ("registry", "checkpoint", "notifier", "monitor"):
+    os.environ[f"{_service.upper()}_METRICS_PORT"] = "0"
+
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

@@ -25,6 +25,8 @@ from tools.ports import free_port
 
 log = logging.getLogger("devstack")
 SERVICES = {"registry": 8101, "checkpoint": 8102, "notifier": 8103, "monitor": 8104}
+# Each service's Prometheus listener, apart from its public port (the settings' defaults).
+METRICS = {"registry": 9101, "checkpoint": 9102, "notifier": 9103, "monitor": 9104}
 
 
 def _env(state: Path, broker_port: int, smtp_port: int, admin_token: str) -> dict[str, str]:
@@ -47,6 +49,7 @@ def _env(state: Path, broker_port: int, smtp_port: int, admin_token: str) -> dic
     for name, port in SERVICES.items():
         env[f"{name.upper()}_DATABASE_URL"] = f"sqlite+aiosqlite:///{state / f'{name}.db'}"
         env[f"{name.upper()}_HTTP_PORT"] = str(port)
+        env[f"{name.upper()}_METRICS_PORT"] = str(METRICS[name])
     return env
 
 
@@ -73,7 +76,8 @@ def _after_start(state: Path, admin_token: str, demo: bool, started: float) -> N
     if not _wait_healthy(started):
         return
     lines = [f"  {name:<10} http://127.0.0.1:{port}/docs" for name, port in SERVICES.items()]
-    lines.append(f"  dashboard  http://127.0.0.1:{SERVICES['monitor']}/dashboard")
+    lines.append(f"  dashboard  http://127.0.0.1:{SERVICES['monitor']}/dashboard (admin token)")
+    lines += [f"  metrics    http://127.0.0.1:{p}/metrics ({name})" for name, p in METRICS.items()]
     lines.append(f"  mail files {state / 'mail'}/*.eml")
     lines.append(f"  admin token in {state / 'admin-token'}")
     if demo:

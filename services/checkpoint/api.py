@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Header, Path, Query, Request
@@ -16,6 +15,7 @@ from services.checkpoint.domain import Forbidden
 from shared.auth import Principal, current_principal
 from shared.http import PROBLEM_RESPONSES, FieldProblem, Problem, problem_response
 from shared.logging import correlation_id
+from shared.timestamps import UtcDateTime
 
 
 def get_ctx(request: Request) -> CheckpointContext:
@@ -43,7 +43,7 @@ class CommuniqueView(BaseModel):
     identifier: str
     government: str
     submitted_by: str
-    created_at: datetime
+    created_at: UtcDateTime
     record: dict[str, Any]
 
 
@@ -82,6 +82,9 @@ async def submit(
 
 # What a UID or header.identifier can hold (anything else is refused before the database).
 RECORD_KEY = r"^[A-Za-z0-9_.@\-]+$"
+# A cited IRCC, ``identifier[@revision]`` (spaces around are ignored); the revision within
+# what a database integer holds.
+IRCC_REFERENCE = r"^\s*[A-Za-z0-9_.\-]{1,128}(?:@0*[1-9][0-9]{0,17})?\s*$"
 
 
 @router.get("/communiques/{uid}", response_model=CommuniqueView, tags=["communiques"])
@@ -96,7 +99,7 @@ async def get_communique(
 async def list_communiques(
     ctx: Ctx,
     government: str | None = Query(default=None, pattern=r"^[A-Za-z]{2}$"),
-    ircc: str | None = Query(default=None, max_length=140),
+    ircc: str | None = Query(default=None, max_length=160, pattern=IRCC_REFERENCE),
     limit: int = Query(default=50, ge=1, le=500),
     offset: int = Query(default=0, ge=0, le=2**31 - 1),
 ) -> list[CommuniqueView]:

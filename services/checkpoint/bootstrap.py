@@ -12,7 +12,6 @@ from services.checkpoint.adapters.tables import Base, OutboxRow
 from services.checkpoint.api import install_error_mapping, router
 from services.checkpoint.context import CheckpointContext, CheckpointMetrics, utc_now
 from services.checkpoint.settings import CheckpointSettings
-from shared.auth import JwksClient, TokenVerifier
 from shared.kit.assemble import Kit
 
 
@@ -34,7 +33,8 @@ def bootstrap(settings: CheckpointSettings, *, clock: Callable[[], datetime] = u
         description=__doc__ or "",
     )
     app.state.ctx = ctx
-    app.state.verifier = TokenVerifier(JwksClient(settings.jwks_url).key)
+    # Refuses deactivated users too, from the kit's copy of the directory topic.
+    app.state.verifier = kit.token_verifier(settings.jwks_url)
     install_error_mapping(app)
     app.include_router(router)
     return app

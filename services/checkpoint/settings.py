@@ -16,3 +16,4 @@ class CheckpointSettings(ServiceSettings):
 
     service: str = "checkpoint"
     http_port: int = 8102
+    metrics_port: int = 9102

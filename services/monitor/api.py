@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -12,8 +11,10 @@ from pydantic import BaseModel, Field
 
 from services.monitor.adapters.tables import CaseRow
 from services.monitor.cases import CaseConflict, CaseForbidden, CaseNotFound, CaseStore
-from shared.auth import Principal, current_principal
+from shared.auth import Principal, Role, current_principal, forbidden
 from shared.http import PROBLEM_RESPONSES, Problem, problem_response
+from shared.openapi import RequestBody
+from shared.timestamps import UtcDateTime
 
 DASHBOARD = Path(__file__).with_name("dashboard.html")
 
@@ -41,8 +42,8 @@ class CaseView(BaseModel):
     evidence: dict[str, Any]
     status: str
     history: list[dict[str, Any]]
-    flagged_at: datetime
-    updated_at: datetime
+    flagged_at: UtcDateTime
+    updated_at: UtcDateTime
 
 
 class CasePage(BaseModel):
@@ -52,7 +53,7 @@ class CasePage(BaseModel):
     items: list[CaseView]
 
 
-class ActionBody(BaseModel):
+class ActionBody(RequestBody):
     """A note on a case action (required to resolve)."""
 
     note: str | None = Field(default=None, max_length=4000)
@@ -110,9 +111,24 @@ async def act(
     return _view(await cases.act(caller, case_id, action, body.note if body else None))
 
 
+# Who reads the dashboard: its numbers span every government (cases by provider country,
+# event rates, lag, failed deliveries), so the Secretariat and dashboard operators only.
+OPERATORS = frozenset({Role.ADMIN, Role.OPERATOR})
+
+
+def operator(caller: Caller) -> Principal:
+    """FastAPI dependency: the caller, if an operator or the Secretariat (403 otherwise)."""
+    if caller.role not in OPERATORS:
+        raise forbidden("the dashboard is for operators")
+    return caller
+
+
 @router.get("/dashboard/summary", tags=["dashboard"])
-async def summary(request: Request, cases: Cases) -> dict[str, Any]:
-    """Numbers behind the dashboard: counts by rule and country, event totals, lag."""
+async def summary(
+    request: Request, cases: Cases, _: Annotated[Principal, Depends(operator)]
+) -> dict[str, Any]:
+    """Numbers behind the dashboard: counts by rule and country, event totals, lag
+    (operators and the Secretariat)."""
     out = await cases.summary()
     out.update(request.app.state.live_numbers())
     return out
@@ -123,7 +139,9 @@ dashboard_router = APIRouter()
 
 @dashboard_router.get("/dashboard", response_class=HTMLResponse, tags=["dashboard"])
 async def dashboard() -> HTMLResponse:
-    """Operator page (self-contained: no external assets)."""
+    """Operator page (self-contained: no external assets). The page itself holds no data,
+    so it is served to anyone (a browser can't send a bearer token when navigating); its
+    script asks for the operator's token and sends it with every data call."""
     return HTMLResponse(DASHBOARD.read_text(encoding="utf-8"))
 
 

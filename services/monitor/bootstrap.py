@@ -17,7 +17,6 @@ from services.monitor.directory import Checkpoints
 from services.monitor.metrics import MonitorMetrics
 from services.monitor.settings import MonitorSettings
 from services.monitor.worker import MonitorWorker
-from shared.auth import JwksClient, TokenVerifier
 from shared.events import CloudEvent, Topic
 from shared.kit.assemble import Kit
 from shared.kit.consumer import Delivery
@@ -96,7 +95,8 @@ def bootstrap(settings: MonitorSettings, *, clock: Callable[[], datetime] = utc_
     app.state.worker = worker
     app.state.checking = checking
     app.state.live_numbers = live_numbers
-    app.state.verifier = TokenVerifier(JwksClient(settings.jwks_url).key)
+    # Refuses deactivated users too, from the kit's copy of the directory topic.
+    app.state.verifier = kit.token_verifier(settings.jwks_url)
     install_error_mapping(app)
     app.include_router(router)
     app.include_router(dashboard_router)

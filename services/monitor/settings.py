@@ -15,6 +15,7 @@ class MonitorSettings(ServiceSettings):
 
     service: str = "monitor"
     http_port: int = 8104
+    metrics_port: int = 9104
     unknown_grace_seconds: float = Field(
         default=600.0,
         ge=0,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -11,8 +10,9 @@ from sqlalchemy import select
 
 from services.notifier.adapters.tables import DeliveryRow
 from services.notifier.context import NotifierContext
-from shared.auth import Principal, current_principal
+from shared.auth import Principal, Role, current_principal
 from shared.http import PROBLEM_RESPONSES
+from shared.timestamps import UtcDateTime
 from shared.uid import UidError, parse_uid
 
 
@@ -26,6 +26,10 @@ Ctx = Annotated[NotifierContext, Depends(get_ctx)]
 Caller = Annotated[Principal, Depends(current_principal)]
 router = APIRouter(prefix="/v1", responses=PROBLEM_RESPONSES)
 
+# Who reads its government's deliveries: its authorities, as for the monitor's cases.
+# Checkpoint operators and dashboard operators see none (the Secretariat sees all).
+READERS = frozenset({Role.NFP, Role.PA, Role.NAU, Role.CNA})
+
 
 class DeliveryView(BaseModel):
     """Who was sent what about a record, when, and how it went."""
@@ -35,13 +39,14 @@ class DeliveryView(BaseModel):
     subject: str
     recipient: str
     role: str
+    government: str | None
     template: str
     language: str
     status: str
     attempts: int
     last_error: str | None
-    created_at: datetime
-    sent_at: datetime | None
+    created_at: UtcDateTime
+    sent_at: UtcDateTime | None
 
 
 def _revision_less(uid: str) -> bool:
@@ -65,8 +70,17 @@ async def deliveries(
     status: str | None = Query(default=None, pattern="^(pending|sent|failed)$"),
     limit: int = Query(default=500, ge=1, le=5000),
 ) -> list[DeliveryView]:
-    """Deliveries for a record UID; a revision-less UID matches every revision."""
+    """Deliveries for a record UID; a revision-less UID matches every revision.
+
+    Only those to the caller's government's side (all for the Secretariat): a CPC's log
+    shows the user country its own recipients and each provider country its own, never the
+    other's; a government the record doesn't concern gets an empty list, as the monitor
+    omits cases."""
+    if not caller.is_admin and (caller.role not in READERS or caller.government is None):
+        return []
     query = select(DeliveryRow).order_by(DeliveryRow.id).limit(limit)
+    if not caller.is_admin:
+        query = query.where(DeliveryRow.government == caller.government)
     uid = subject.upper()
     if _revision_less(uid):
         # Every revision: "<uid>-<n>" exactly (LIKE wildcards escaped, the rest a number).
@@ -91,6 +105,7 @@ async def deliveries(
             subject=r.subject,
             recipient=r.recipient,
             role=r.role,
+            government=r.government,
             template=r.template,
             language=r.language,
             status=r.status,

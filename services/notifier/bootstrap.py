@@ -22,7 +22,6 @@ from services.notifier.metrics import NotifierMetrics
 from services.notifier.parking import ParkingWorker
 from services.notifier.projection import Projection
 from services.notifier.settings import NotifierSettings
-from shared.auth import JwksClient, TokenVerifier
 from shared.events import CloudEvent, Topic
 from shared.kit.assemble import Kit
 from shared.kit.consumer import Delivery
@@ -110,6 +109,7 @@ def bootstrap(settings: NotifierSettings, *, clock: Callable[[], datetime] = utc
     app.state.ctx = ctx
     app.state.worker = worker
     app.state.expiry = expiry
-    app.state.verifier = TokenVerifier(JwksClient(settings.jwks_url).key)
+    # Refuses deactivated users too, from the kit's copy of the directory topic.
+    app.state.verifier = kit.token_verifier(settings.jwks_url)
     app.include_router(router)
     return app

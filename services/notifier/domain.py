@@ -151,6 +151,10 @@ class Recipient:
     role: str
     record_identifier: str
     display: str = ""  # the address as the record spells it, for the To header
+    # The government on whose side the copy goes (the IRCC's for its parties, the CPC's for
+    # the user side, a source country's for its authorities): the delivery log shows the
+    # delivery to that government only. None when nothing says (the Secretariat sees it).
+    government: str | None = None
 
 
 def recipient_language(record: RecordView) -> str:
@@ -182,40 +186,44 @@ class _Collector:
     def recipients(self) -> list[Recipient]:
         return list(self._by_address.values())
 
-    def add_record(self, record: RecordView, role: str) -> bool:
-        """Add a record's addresses; True when it has any (even if already collected)."""
+    def add_record(self, record: RecordView, role: str, government: str | None = None) -> bool:
+        """Add a record's addresses on ``government``'s side (default: the record's own);
+        True when it has any (even if already collected)."""
         identifier = identifier_of(record) or ""
         language = recipient_language(record)
         emails = emails_of(record)
+        side = government or government_of(record)
         for display in emails:
             address = display.lower()
             if address not in self._by_address:
-                self._by_address[address] = Recipient(address, language, role, identifier, display)
+                self._by_address[address] = Recipient(
+                    address, language, role, identifier, display, side
+                )
         found = bool(emails)
         if schema_of(record) == "authority":
             # [R1]: an authority's contact persons get the copy too; one level only.
             for contact_id in reference_ids(record.get("contacts")):
                 contact = self._directory.record(contact_id)
                 if contact is not None and schema_of(contact) != "authority":
-                    found = self.add_record(contact, role) or found
+                    found = self.add_record(contact, role, side) or found
         return found
 
-    def add_references(self, value: object, role: str) -> bool:
+    def add_references(self, value: object, role: str, government: str | None = None) -> bool:
         """Add every published referenced record; True when any of them had an address."""
         found = False
         for identifier in reference_ids(value):
             record = self._directory.record(identifier)
             if record is not None:
-                found = self.add_record(record, role) or found
+                found = self.add_record(record, role, government) or found
         return found
 
     def add_authorities(self, government: str | None, role: str) -> None:
         for record in self._directory.authorities(government) if government else []:
-            self.add_record(record, role)
+            self.add_record(record, role, government)
 
     def add_focal_points(self, government: str | None, role: str) -> None:
         for record in self._directory.focal_points(government) if government else []:
-            self.add_record(record, role)
+            self.add_record(record, role, government)
 
 
 def is_confidential(record: RecordView, flag: str) -> bool:
@@ -226,13 +234,15 @@ def is_confidential(record: RecordView, flag: str) -> bool:
 def _add_ircc_parties(
     collect: _Collector, ircc: RecordView, *, cna_role: str, with_providers: bool
 ) -> None:
-    """An IRCC's CNA, its country's ABS NFPs, [its providers,] its PIC holders; flags honoured."""
-    collect.add_references(ircc.get("absCNA"), cna_role)
-    collect.add_focal_points(government_of(ircc), ROLE_PROVIDER_NFP)
+    """An IRCC's CNA, its country's ABS NFPs, [its providers,] its PIC holders; flags honoured.
+    All on the side of the IRCC's government, which named them."""
+    gov = government_of(ircc)
+    collect.add_references(ircc.get("absCNA"), cna_role, gov)
+    collect.add_focal_points(gov, ROLE_PROVIDER_NFP)
     if with_providers and not is_confidential(ircc, "providersConfidential"):
-        collect.add_references(ircc.get("providers"), ROLE_PROVIDER)
+        collect.add_references(ircc.get("providers"), ROLE_PROVIDER, gov)
     if not is_confidential(ircc, "entitiesToWhomPICGrantedConfidential"):
-        collect.add_references(ircc.get("entitiesToWhomPICGranted"), ROLE_PIC_HOLDER)
+        collect.add_references(ircc.get("entitiesToWhomPICGranted"), ROLE_PIC_HOLDER, gov)
 
 
 def recipients_for_ircc(record: RecordView, directory: DirectoryView) -> list[Recipient]:
@@ -262,9 +272,12 @@ def recipients_for_cpc(
         checkpoint = directory.record(checkpoint_id)
         if checkpoint is None:
             continue
-        collect.add_references(checkpoint.get("contactsToInform"), ROLE_CHECKPOINT_CONTACT)
+        user_side = government or government_of(checkpoint)
+        collect.add_references(
+            checkpoint.get("contactsToInform"), ROLE_CHECKPOINT_CONTACT, user_side
+        )
         if checkpoint.get("informAllAuthorities") is True:
-            collect.add_authorities(government or government_of(checkpoint), ROLE_USER_CNA)
+            collect.add_authorities(user_side, ROLE_USER_CNA)
     if cites_irccs(record):
         for ircc_id in reference_ids(record.get("absIRCCs")):
             ircc = irccs(ircc_id)
@@ -277,13 +290,18 @@ def recipients_for_cpc(
 
 def _add_source_side(collect: _Collector, cpc: RecordView) -> None:
     """No IRCC: whoever granted PIC, else every CNA and ABS NFP of the source countries."""
-    if collect.add_references(cpc.get("entityWhoGrantedPIC"), ROLE_ENTITY_WHO_GRANTED_PIC):
+    countries = [country.lower() for country in reference_ids(cpc.get("sourceCountries"))]
+    # The grantor is on the provider side: the source country when the CPC names one, else
+    # the grantor record's own government.
+    grantor_side = countries[0] if len(countries) == 1 else None
+    grantor = cpc.get("entityWhoGrantedPIC")
+    if collect.add_references(grantor, ROLE_ENTITY_WHO_GRANTED_PIC, grantor_side):
         return
     # An entity that resolves to nobody (draft, no e-mail) must not leave the provider
     # side uninformed: [CP1] says the Party that granted PIC is informed regardless.
-    for country in reference_ids(cpc.get("sourceCountries")):
-        collect.add_authorities(country.lower(), ROLE_SOURCE_COUNTRY_CNA)
-        collect.add_focal_points(country.lower(), ROLE_SOURCE_COUNTRY_NFP)
+    for country in countries:
+        collect.add_authorities(country, ROLE_SOURCE_COUNTRY_CNA)
+        collect.add_focal_points(country, ROLE_SOURCE_COUNTRY_NFP)
 
 
 def recipients_for_discrepancy(
@@ -292,16 +310,17 @@ def recipients_for_discrepancy(
     """Utilization alert: the provider country's (else the IRCC's) ABS NFPs and the IRCC's CNA."""
     collect = _Collector(directory)
     country = provider_country or (government_of(ircc) if ircc is not None else None)
-    collect.add_focal_points(country.lower() if country else None, ROLE_PROVIDER_NFP)
+    side = country.lower() if country else None
+    collect.add_focal_points(side, ROLE_PROVIDER_NFP)
     if ircc is not None:
-        collect.add_references(ircc.get("absCNA"), ROLE_IRCC_CNA)
+        collect.add_references(ircc.get("absCNA"), ROLE_IRCC_CNA, side)
     return collect.recipients
 
 
 def recipients_for_expiry(ircc: RecordView, directory: DirectoryView) -> list[Recipient]:
     """Expiry reminder [P9]: the issuing CNA only."""
     collect = _Collector(directory)
-    collect.add_references(ircc.get("absCNA"), ROLE_ISSUING_CNA)
+    collect.add_references(ircc.get("absCNA"), ROLE_ISSUING_CNA, government_of(ircc))
     return collect.recipients
 
 

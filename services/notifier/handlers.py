@@ -71,6 +71,7 @@ def add_deliveries(
                 subject=job.subject,
                 recipient=r.address,
                 role=r.role,
+                government=r.government,
                 template=job.template,
                 language=r.language,
                 mail_subject=mail.subject,

@@ -15,6 +15,7 @@ class NotifierSettings(ServiceSettings):
 
     service: str = "notifier"
     http_port: int = 8103
+    metrics_port: int = 9103
     smtp_host: str = Field(default="127.0.0.1", validation_alias="SMTP_HOST")
     smtp_port: int = Field(default=1025, validation_alias="SMTP_PORT")
     smtp_username: str | None = Field(default=None, validation_alias="SMTP_USERNAME")

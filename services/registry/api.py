@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
+from starlette.convertors import StringConvertor, register_url_convertor
 
 from services.registry.adapters.tables import RecordRow, RequestRow, RevisionRow
 from services.registry.context import RegistryContext
-from services.registry.domain import Forbidden, RuleViolation
+from services.registry.domain import REGISTRY_SCHEMAS, Forbidden, RuleViolation
 from services.registry.handlers import queries, records, users, workflow
-from services.registry.handlers.errors import Conflict, InvalidRecord, NotFound
+from services.registry.handlers.errors import Conflict, InvalidRecord, NotFound, Unauthenticated
 from services.registry.schemas import (
     NotificationView,
     PublishBody,
@@ -24,11 +25,13 @@ from services.registry.schemas import (
     RevokeBody,
     SearchItem,
     SearchPage,
+    TokenIssued,
+    TokenRequest,
     UserCreate,
     UserCreated,
     VerificationView,
 )
-from shared.auth import Principal, bearer_token
+from shared.auth import DeclaresBearer, Principal, bearer_token
 from shared.http import PROBLEM_RESPONSES, FieldProblem, Problem, problem_response
 from shared.logging import correlation_id
 from shared.uid import MAX_ID
@@ -43,12 +46,14 @@ def get_ctx(request: Request) -> RegistryContext:
 Ctx = Annotated[RegistryContext, Depends(get_ctx)]
 
 
-async def current_principal(request: Request, ctx: Ctx) -> Principal:
+async def current_principal(request: Request, ctx: Ctx, _bearer: DeclaresBearer) -> Principal:
     """The authenticated caller (401 without a valid token)."""
     return await ctx.verifier.verify(bearer_token(request))
 
 
-async def optional_principal(request: Request, ctx: Ctx) -> Principal | None:
+async def optional_principal(
+    request: Request, ctx: Ctx, _bearer: DeclaresBearer
+) -> Principal | None:
     """The caller when a token is given; anonymous otherwise."""
     if "authorization" not in request.headers:
         return None
@@ -93,24 +98,62 @@ def record_view(row: RecordRow, rev: RevisionRow | None) -> RecordView:
     )
 
 
-@router.put("/records/{schema}/{identifier}", response_model=RecordView, tags=["records"])
+class RecordSchemaConvertor(StringConvertor):
+    """A path segment naming a schema the registry keeps, so that ``/v1/records/0/revisions``
+    is only a record's history, never a draft ``revisions`` of a schema ``0`` (the 405 for
+    it lists the methods of the history alone)."""
+
+    regex = "|".join(sorted(REGISTRY_SCHEMAS))
+
+
+register_url_convertor("record_schema", RecordSchemaConvertor())
+RecordSchema = Annotated[
+    str,
+    PathParam(
+        description="a schema the registry keeps (any other is not a route: 404)",
+        json_schema_extra={"enum": sorted(REGISTRY_SCHEMAS)},
+    ),
+]
+# header.identifier's own rule: a draft at any other URL could never match its header.
+RecordIdentifier = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_-]{11,128}$")]
+
+
+@router.put(
+    "/records/{schema:record_schema}/{identifier}",
+    response_model=RecordView,
+    tags=["records"],
+    responses={
+        422: {
+            "description": "header.identifier or header.schema is not the URL's (field "
+            "``header``), or a record rule is broken; ``errors`` names each field"
+        }
+    },
+)
 async def save_draft(
-    schema: str,
-    identifier: str,
+    schema: RecordSchema,
+    identifier: RecordIdentifier,
     caller: Caller,
     ctx: Ctx,
     body: Annotated[dict[str, Any], Body(examples=[RECORD_EXAMPLE])],
 ) -> RecordView:
-    """Save a draft (validated; confidential parts stripped before storage)."""
+    """Save a draft (validated; confidential parts stripped before storage). The body is a
+    record of ``schema`` whose ``header.identifier`` and ``header.schema`` are the URL's:
+    a 422 names ``header`` when they are not, and any field the record rules refuse."""
     row = await records.save_draft(ctx, caller, schema, identifier, body)
     return record_view(row, None)
 
 
 @router.post(
-    "/records/{schema}/{identifier}/publish", response_model=PublishResult, tags=["records"]
+    "/records/{schema:record_schema}/{identifier}/publish",
+    response_model=PublishResult,
+    tags=["records"],
 )
 async def publish(
-    schema: str, identifier: str, caller: Caller, ctx: Ctx, body: PublishBody | None = None
+    schema: RecordSchema,
+    identifier: str,
+    caller: Caller,
+    ctx: Ctx,
+    body: PublishBody | None = None,
 ) -> PublishResult:
     """PA: publish the draft as a new revision. NAU: open a request to the PA."""
     out = await records.publish(
@@ -129,9 +172,8 @@ async def publish(
 )
 async def revoke(identifier: str, body: RevokeBody, caller: Caller, ctx: Ctx) -> PublishResult:
     """Revoke a published IRCC with a reason (final revision, record frozen)."""
-    out = await records.revoke(
-        ctx, caller, identifier, body.reason, correlation_id=correlation_id.get()
-    )
+    reason: dict[str, str] = {str(lang): text for lang, text in body.reason.items()}
+    out = await records.revoke(ctx, caller, identifier, reason, correlation_id=correlation_id.get())
     return _publish_result(out)
 
 
@@ -145,7 +187,13 @@ def _publish_result(out: records.PublishOutcome) -> PublishResult:
     )
 
 
-@router.get("/records/{uid}", response_model=RecordView, tags=["records"])
+# Anonymous callers read published records; a token shows its government's drafts too.
+@router.get(
+    "/records/{uid}",
+    response_model=RecordView,
+    tags=["records"],
+    openapi_extra={"security": [{}]},
+)
 async def get_record(
     uid: str,
     caller: MaybeCaller,
@@ -277,8 +325,9 @@ async def notifications(caller: Caller, ctx: Ctx) -> list[NotificationView]:
 
 @router.post("/users", response_model=UserCreated, status_code=201, tags=["identity"])
 async def create_user(body: UserCreate, caller: Caller, ctx: Ctx) -> UserCreated:
-    """Admin designates NFPs; NFP its PA, NAUs and CNA readers; PA checkpoint operators."""
-    user, token = await users.create_user(
+    """Admin designates NFPs; NFP its PA, NAUs and CNA readers; PA checkpoint operators.
+    The answer carries the user's secret, which is never shown again."""
+    new = await users.create_user(
         ctx,
         caller,
         name=body.name,
@@ -287,7 +336,33 @@ async def create_user(body: UserCreate, caller: Caller, ctx: Ctx) -> UserCreated
         government=body.government,
         checkpoint=body.checkpoint,
     )
-    return UserCreated(id=user.id, token=token, role=body.role, government=user.government)
+    return UserCreated(
+        id=new.user.id,
+        token=new.access.token,
+        expires_at=new.access.expires_at,
+        secret=new.secret,
+        role=body.role,
+        government=new.user.government,
+    )
+
+
+UserId = Annotated[str, PathParam(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+@router.delete("/users/{user_id}", status_code=204, tags=["identity"])
+async def deactivate_user(user_id: UserId, caller: Caller, ctx: Ctx) -> Response:
+    """Deactivate a user (final): the admin anyone, the NFP its government's PA, NAUs and CNA
+    readers, the PA its checkpoint operators. Its tokens and secret stop working here at
+    once and in every other service within a minute; repeating it changes nothing."""
+    await users.deactivate_user(ctx, caller, user_id, correlation_id=correlation_id.get())
+    return Response(status_code=204)
+
+
+@router.post("/tokens", response_model=TokenIssued, tags=["identity"])
+async def exchange_secret(body: TokenRequest, ctx: Ctx) -> TokenIssued:
+    """A fresh access token for the holder of a user's secret (401 once deactivated)."""
+    issued = await users.exchange_secret(ctx, body.secret)
+    return TokenIssued(token=issued.token, expires_at=issued.expires_at)
 
 
 well_known = APIRouter()
@@ -313,6 +388,13 @@ def install_error_mapping(app: FastAPI) -> None:
     @app.exception_handler(Forbidden)
     async def _fb(request: Request, exc: Forbidden) -> JSONResponse:
         return problem_response(Problem(title="Forbidden", status=403, detail=str(exc)), request)
+
+    @app.exception_handler(Unauthenticated)
+    async def _ua(request: Request, exc: Unauthenticated) -> JSONResponse:
+        errors = [FieldProblem(field=exc.field, message=str(exc))]
+        return problem_response(
+            Problem(title="Unauthorized", status=401, detail=str(exc), errors=errors), request
+        )
 
     @app.exception_handler(InvalidRecord)
     async def _ir(request: Request, exc: InvalidRecord) -> JSONResponse:

@@ -15,7 +15,7 @@ from services.registry.adapters.keys import SigningKey
 from services.registry.adapters.tables import Base, OutboxRow
 from services.registry.api import install_error_mapping, router, well_known
 from services.registry.context import RegistryContext, utc_now
-from services.registry.handlers import workflow
+from services.registry.handlers import users, workflow
 from services.registry.metrics import RegistryMetrics
 from services.registry.settings import RegistrySettings
 from shared.auth import TokenVerifier
@@ -69,12 +69,17 @@ def bootstrap(settings: RegistrySettings, *, clock: Callable[[], datetime] = utc
     async def resolve_key(kid: str) -> object | None:
         return key.public if kid == key.kid else None
 
+    async def deactivated(user_id: str) -> bool:
+        # The registry owns the users table: it refuses a deactivated user at once, on
+        # every instance, where the other services wait for the directory event.
+        return await users.is_deactivated(kit.sessions, user_id)
+
     ctx = RegistryContext(
         settings=settings,
         sessions=kit.sessions,
         relay=kit.relay,
         key=key,
-        verifier=TokenVerifier(resolve_key, admin_token=admin_token),
+        verifier=TokenVerifier(resolve_key, admin_token=admin_token, deactivated=deactivated),
         metrics=metrics,
         clock=clock,
     )

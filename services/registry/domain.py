@@ -9,7 +9,7 @@ from datetime import date
 from enum import StrEnum
 from typing import Any
 
-from shared.auth import Principal, Role
+from shared.auth import UNSCOPED_ROLES, Principal, Role
 
 IRCC_SCHEMA = "absPermit"
 DIRECTORY_SCHEMAS = frozenset({"focalPoint", "authority", "contact", "absCheckpoint"})
@@ -97,21 +97,39 @@ def check_can_read_draft(principal: Principal | None, government: str | None) ->
 
 
 CAN_CREATE: dict[Role, frozenset[Role]] = {
-    Role.ADMIN: frozenset({Role.ADMIN, Role.NFP}),
+    Role.ADMIN: frozenset({Role.ADMIN, Role.NFP, Role.OPERATOR}),
     Role.NFP: frozenset({Role.PA, Role.NAU, Role.CNA}),
     Role.PA: frozenset({Role.CHECKPOINT}),
 }
 
 
 def check_can_create_user(principal: Principal, role: Role, government: str | None) -> None:
-    """Admin designates NFPs; the NFP its PA, NAUs and CNA readers; the PA checkpoint operators."""
+    """Admin designates NFPs and dashboard operators; the NFP its PA, NAUs and CNA readers;
+    the PA checkpoint operators."""
     allowed = CAN_CREATE.get(principal.role, frozenset())
     if role not in allowed:
         raise Forbidden(f"role {principal.role.value} cannot create {role.value} users")
-    if role is Role.ADMIN:
+    if role in UNSCOPED_ROLES:
         return
     if government is None:
         raise RuleViolation("government is required for this role", field="government")
+    _same_government(principal, government)
+
+
+def check_can_deactivate(principal: Principal) -> None:
+    """Only roles that designate users may deactivate any (before looking the target up)."""
+    if not principal.is_admin and principal.role not in CAN_CREATE:
+        raise Forbidden(f"role {principal.role.value} cannot deactivate users")
+
+
+def check_can_deactivate_user(principal: Principal, role: Role, government: str | None) -> None:
+    """The chain that designates a user may deactivate it: the admin anyone; the NFP its
+    government's PA, NAUs and CNA readers; the PA its government's checkpoint operators."""
+    check_can_deactivate(principal)
+    if principal.is_admin:
+        return
+    if role not in CAN_CREATE[principal.role]:
+        raise Forbidden(f"role {principal.role.value} cannot deactivate {role.value} users")
     _same_government(principal, government)
 
 

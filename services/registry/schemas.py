@@ -2,17 +2,36 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
 from typing import Annotated, Any, Literal
 
+import email_validator
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
 
-from shared.auth import Role
-from shared.records.common import LANGUAGES, LongText, one_line
+from shared.auth import UNSCOPED_ROLES, Role
+from shared.openapi import NON_BLANK_TEXT_PATTERN, ONE_LINE_PATTERN, RequestBody
+from shared.records.common import LANGUAGES, Language, LongText, one_line
+from shared.timestamps import UtcDateTime
 
 LString = dict[str, str]
-# A revocation reason becomes the record's amendmentDescription, so the same bounds.
-ReasonLString = Annotated[dict[str, LongText], Field(min_length=1, max_length=len(LANGUAGES))]
+# A revocation reason becomes the record's amendmentDescription, so the same bounds; at
+# least one language must say something (the schema states it: one branch per language).
+ReasonLString = Annotated[
+    dict[Language, LongText],
+    Field(
+        min_length=1,
+        max_length=len(LANGUAGES),
+        json_schema_extra={
+            "anyOf": [
+                {
+                    "properties": {lang: {"type": "string", "pattern": NON_BLANK_TEXT_PATTERN}},
+                    "required": [lang],
+                }
+                for lang in LANGUAGES
+            ]
+        },
+    ),
+]
 
 
 class ApiModel(BaseModel):
@@ -42,10 +61,10 @@ class RevisionSummary(ApiModel):
     revision: int
     amendment_intent: int | None = Field(alias="amendmentIntent")
     label: Literal["REVOKED", "OLD VERSION", "CURRENT VERSION"]
-    published_at: datetime = Field(alias="publishedAt")
+    published_at: UtcDateTime = Field(alias="publishedAt")
 
 
-class PublishBody(BaseModel):
+class PublishBody(RequestBody):
     """Optional message from an NAU to the publishing authority [W2]."""
 
     message: str | None = Field(default=None, max_length=1000)
@@ -61,13 +80,13 @@ class PublishResult(ApiModel):
     request_id: int | None = Field(default=None, alias="requestId")
 
 
-class RevokeBody(BaseModel):
+class RevokeBody(RequestBody):
     """Revocation reason, as an lstring (e.g. ``{"en": "permit withdrawn"}``)."""
 
     reason: ReasonLString
 
 
-class RejectBody(BaseModel):
+class RejectBody(RequestBody):
     """Why the PA refuses a request."""
 
     reason: str = Field(min_length=1, max_length=2000)
@@ -85,17 +104,59 @@ class RequestView(ApiModel):
     message: str | None
     requested_by: str = Field(alias="requestedBy")
     decided_by: str | None = Field(alias="decidedBy")
-    created_at: datetime = Field(alias="createdAt")
+    created_at: UtcDateTime = Field(alias="createdAt")
     uid: str | None = None
 
 
-class UserCreate(BaseModel):
-    """A user to designate."""
+GOVERNMENT_PATTERN = r"^[A-Za-z]{2}$"
+# email-validator refuses special-use domain names (RFC 6761: ``x@lab.test``), whatever
+# their case; "format: email" alone would promise them.
+SPECIAL_USE_DOMAIN = "[.@](?:{})$".format(
+    "|".join(
+        "".join(f"[{c.upper()}{c}]" if c.isalpha() else re.escape(c) for c in name)
+        for name in email_validator.SPECIAL_USE_DOMAIN_NAMES
+    )
+)
 
-    name: Annotated[str, AfterValidator(one_line)] = Field(min_length=1, max_length=200)
-    email: EmailStr
+
+def _role_requirements() -> dict[str, Any]:
+    """What a role needs besides name and email, as the handler checks it: a government for
+    every role but the unscoped ones, and also a checkpoint for the ``checkpoint`` role."""
+    unscoped = sorted(r.value for r in UNSCOPED_ROLES)
+    scoped = sorted(r.value for r in Role if r not in UNSCOPED_ROLES and r is not Role.CHECKPOINT)
+    government = {"type": "string", "pattern": GOVERNMENT_PATTERN}
+    checkpoint = {"type": "string", "minLength": 1, "maxLength": 128}
+    return {
+        "anyOf": [
+            {"properties": {"role": {"enum": unscoped}}},
+            {
+                "properties": {"role": {"enum": scoped}, "government": government},
+                "required": ["government"],
+            },
+            {
+                "properties": {
+                    "role": {"const": Role.CHECKPOINT.value},
+                    "government": government,
+                    "checkpoint": checkpoint,
+                },
+                "required": ["government", "checkpoint"],
+            },
+        ]
+    }
+
+
+class UserCreate(RequestBody):
+    """A user to designate. The government is required for every role but the unscoped
+    ones (``admin``, ``operator``: ignored for them), the checkpoint for ``checkpoint``."""
+
+    model_config = ConfigDict(json_schema_extra=_role_requirements())
+
+    name: Annotated[str, AfterValidator(one_line)] = Field(
+        min_length=1, max_length=200, json_schema_extra={"pattern": ONE_LINE_PATTERN}
+    )
+    email: EmailStr = Field(json_schema_extra={"not": {"pattern": SPECIAL_USE_DOMAIN}})
     role: Role
-    government: str | None = Field(default=None, pattern=r"^[A-Za-z]{2}$")
+    government: str | None = Field(default=None, pattern=GOVERNMENT_PATTERN)
     checkpoint: str | None = Field(
         default=None,
         min_length=1,
@@ -105,12 +166,29 @@ class UserCreate(BaseModel):
 
 
 class UserCreated(BaseModel):
-    """The new user's id and first token."""
+    """The new user's id, first access token and secret (shown this once, never again)."""
 
     id: str
     token: str
+    expires_at: UtcDateTime = Field(description="when the access token stops working")
+    secret: str = Field(description="exchanged at POST /v1/tokens for a fresh access token")
     role: Role
     government: str | None
+
+
+class TokenRequest(RequestBody):
+    """A user's secret, to exchange for a fresh access token."""
+
+    # token_urlsafe(32) gives 43 characters; the bounds keep junk away from the database.
+    secret: str = Field(min_length=20, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
+
+
+class TokenIssued(BaseModel):
+    """A fresh access token."""
+
+    token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_at: UtcDateTime
 
 
 class VerificationView(BaseModel):
@@ -153,4 +231,4 @@ class NotificationView(ApiModel):
     schema_: str = Field(alias="schema")
     title: str
     state: str
-    created_at: datetime = Field(alias="createdAt")
+    created_at: UtcDateTime = Field(alias="createdAt")

@@ -17,6 +17,7 @@ class RegistrySettings(ServiceSettings):
 
     service: str = "registry"
     http_port: int = 8101
+    metrics_port: int = 9101
     admin_token: str | None = Field(default=None, validation_alias="ABSCH_ADMIN_TOKEN")
     jwt_private_key_path: Path = Field(
         default=Path("var/keys/registry-ed25519.pem"), validation_alias="JWT_PRIVATE_KEY_PATH"
@@ -24,6 +25,11 @@ class RegistrySettings(ServiceSettings):
     jwt_generate_key: bool = Field(
         default=True, description="create the signing key when missing (dev only)"
     )
-    token_ttl_days: int = Field(default=30, ge=1)
+    token_ttl_hours: int = Field(
+        default=8,
+        ge=1,
+        le=24,  # hours, not days: a leaked token is worth little for long
+        description="lifetime of an access token; a fresh one comes from POST /v1/tokens",
+    )
     request_timeout_days: int = Field(default=90, ge=1)
     reminder_interval_days: int = Field(default=7, ge=1)

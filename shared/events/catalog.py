@@ -12,6 +12,7 @@ from shared.events.models import (
     DiscrepancyEvent,
     IrccEvent,
     NotificationOutcome,
+    UserDeactivated,
 )
 from shared.events.topics import Topic
 
@@ -29,6 +30,7 @@ class EventSpec:
 _SPECS = [
     EventSpec("directory.record.published", Topic.DIRECTORY, DirectoryRecordPublished),
     EventSpec("directory.record.withdrawn", Topic.DIRECTORY, DirectoryRecordWithdrawn),
+    EventSpec("directory.user.deactivated", Topic.DIRECTORY, UserDeactivated),
     EventSpec("ircc.published", Topic.IRCC, IrccEvent),
     EventSpec("ircc.amended", Topic.IRCC, IrccEvent),
     EventSpec("ircc.revoked", Topic.IRCC, IrccEvent),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 
 from shared.events.envelope import EventData
 
@@ -37,6 +37,16 @@ class DirectoryRecordWithdrawn(EventData):
     document_id: int = Field(ge=1)
     government: str | None = None
     reason: str | None = None
+
+
+class UserDeactivated(EventData):
+    """The registry deactivated a user: every service refuses its tokens from now on.
+
+    Only the id and the moment travel, never a name, an address or a role.
+    """
+
+    user_id: str = Field(min_length=1, max_length=64, description="id of the deactivated user")
+    deactivated_at: AwareDatetime = Field(description="when the registry deactivated it")
 
 
 class IrccEvent(EventData):

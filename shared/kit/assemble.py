@@ -18,16 +18,18 @@ from typing import Any, Protocol
 from fastapi import FastAPI
 from sqlalchemy import MetaData
 
+from shared.auth import JwksClient, TokenVerifier
 from shared.db import create_engine, create_schema, session_factory
 from shared.events import CloudEvent, Topic, all_topics, topic_name
 from shared.kafka.admin import connect_producer
 from shared.kafka.producer import EventProducer
 from shared.kit.consumer import Delivery, Handler, SupervisedConsumer, Tx, TxHandler
+from shared.kit.deactivations import DEACTIVATION_TYPE, DeactivatedUsers, deactivations_table
 from shared.kit.directory import DIRECTORY_TYPES, DirectoryView, directory_table
 from shared.kit.offsets import offsets_table
 from shared.kit.outbox import OutboxRelay
 from shared.kit.readiness import Readiness, Thresholds
-from shared.metrics import PlumbingMetrics
+from shared.metrics import MetricsServer, PlumbingMetrics
 from shared.service import Lifespan, create_app
 from shared.settings import ServiceSettings
 
@@ -77,6 +79,11 @@ class Kit:
     ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.metrics_server = MetricsServer(
+            metrics.registry,
+            host=settings.metrics_host or settings.http_host,
+            port=settings.metrics_port,
+        )
         self.metadata = metadata
         self.engine = create_engine(settings.database_url)
         self.sessions = session_factory(engine=self.engine)
@@ -88,6 +95,7 @@ class Kit:
         self.consumers: list[SupervisedConsumer] = []
         self.workers: list[Worker] = []
         self._directory: DirectoryView | None = None
+        self._deactivated: DeactivatedUsers | None = None
         self.closers: list[Callable[[], Awaitable[None]]] = []
         self.readiness = Readiness(
             metrics=metrics,
@@ -158,21 +166,40 @@ class Kit:
     def directory(self) -> DirectoryView:
         """The shared view of the published directory (created on first use): its table in
         this service's database, loaded at start, a broadcast consumer of the directory
-        topic, and a readiness check until it has read the topic once."""
+        topic, and a readiness check until it has read the topic once. The same consumer
+        keeps the deactivated users (:meth:`deactivated_users`)."""
         if self._directory is None:
             view = DirectoryView(directory_table(self.metadata))
+            users = DeactivatedUsers(deactivations_table(self.metadata))
             # Broadcast: every instance reads it whole at each start. What is stored
             # decides what changed, so re-reading costs no re-checks, and instances need no
             # identity (two with the same id would split a per-instance group silently).
             view.consumer = self.consumer(
                 "directory",
                 [Topic.DIRECTORY],
-                tx_handlers=dict.fromkeys(DIRECTORY_TYPES, view.on_event),
+                tx_handlers={
+                    **dict.fromkeys(DIRECTORY_TYPES, view.on_event),
+                    DEACTIVATION_TYPE: users.on_event,
+                },
                 broadcast=True,
             )
             self.readiness.add("directory", view.ready)
-            self._directory = view
+            self._directory, self._deactivated = view, users
         return self._directory
+
+    def deactivated_users(self) -> DeactivatedUsers:
+        """The users the registry deactivated, read from the directory topic by the
+        directory view's consumer (created with it), kept in a table and in memory."""
+        self.directory()
+        assert self._deactivated is not None
+        return self._deactivated
+
+    def token_verifier(self, jwks_url: str) -> TokenVerifier:
+        """Verifies the registry's tokens with its JWKS (fetched once, not per request)
+        and refuses deactivated users from :meth:`deactivated_users` (no call either)."""
+        return TokenVerifier(
+            JwksClient(jwks_url).key, deactivated=self.deactivated_users().is_deactivated
+        )
 
     def add_worker(self, worker: Worker) -> None:
         """Run ``worker`` after the consumers start; it stops before them."""
@@ -189,8 +216,8 @@ class Kit:
         description: str,
         before_start: Callable[[], Awaitable[None]] | None = None,
     ) -> FastAPI:
-        """The service's FastAPI app: health, readiness with details, metrics, limits, and
-        this kit's lifespan."""
+        """The service's FastAPI app: health, readiness with details, request metrics,
+        limits, and this kit's lifespan (which serves ``/metrics`` on its own port)."""
         app = create_app(
             title=title,
             description=description,
@@ -208,8 +235,8 @@ class Kit:
         return self.readiness.snapshot()
 
     def lifespan(self, *, before_start: Callable[[], Awaitable[None]] | None = None) -> Lifespan:
-        """Start: schema, directory view, ``before_start``, producer, relay, consumers,
-        workers, readiness. Stop: the reverse."""
+        """Start: metrics listener, schema, directory view, ``before_start``, producer,
+        relay, consumers, workers, readiness. Stop: the reverse."""
         s = self.settings
 
         @asynccontextmanager
@@ -217,6 +244,8 @@ class Kit:
             await create_schema(self.engine, self.metadata)
             if self._directory is not None:
                 await self._directory.load(self.sessions)
+            if self._deactivated is not None:
+                await self._deactivated.load(self.sessions)
             if before_start is not None:
                 await before_start()
             connect = asyncio.create_task(
@@ -259,5 +288,21 @@ class Kit:
                     with contextlib.suppress(Exception):
                         await closer()
                 await self.engine.dispose()
+
+        return self._with_metrics_server(lifespan)
+
+    def _with_metrics_server(self, inner: Lifespan) -> Lifespan:
+        """``inner`` inside the metrics listener: it binds first (a taken port fails the
+        start before anything else runs) and closes last, so a start and a stop can be
+        watched from Prometheus."""
+
+        @asynccontextmanager
+        async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+            self.metrics_server.start()
+            try:
+                async with inner(app):
+                    yield
+            finally:
+                await self.metrics_server.stop()
 
         return lifespan

@@ -31,6 +31,8 @@ GRAFANA = ROOT / "deploy" / "grafana"
 ENV_EXAMPLE = ROOT / "deploy" / ".env.example"
 
 APPS = {"registry": 8101, "checkpoint": 8102, "notifier": 8103, "monitor": 8104}
+# Each service's metrics listener: on the compose network for Prometheus, never published.
+METRICS = {"registry": 9101, "checkpoint": 9102, "notifier": 9103, "monitor": 9104}
 REQUIRED = [
     "ABSCH_ADMIN_TOKEN",
     "POSTGRES_PASSWORD",
@@ -250,6 +252,8 @@ def test_app_service_settings_ports_and_healthcheck(name: str, port: int) -> Non
     assert env["ABSCH_SERVICE"] == name
     assert env["ABSCH_ENV"] == "production"
     assert int(env[f"{prefix}_HTTP_PORT"]) == port
+    assert int(env[f"{prefix}_METRICS_PORT"]) == METRICS[name]
+    assert [str(p) for p in svc["expose"]] == [str(METRICS[name])]
     url = env[f"{prefix}_DATABASE_URL"]
     assert url.startswith("postgresql+asyncpg://")
     assert url.endswith(f"@postgres:5432/{name}")
@@ -445,7 +449,7 @@ def test_dockerignore_lets_in_only_what_the_build_needs() -> None:
 # ---------------------------------------------------------------- (e) Prometheus
 
 
-def test_prometheus_scrapes_the_four_services_every_15s() -> None:
+def test_prometheus_scrapes_the_four_services_metrics_listeners_every_15s() -> None:
     config = _load(PROMETHEUS)
     default_interval = config.get("global", {}).get("scrape_interval", "1m")
     scraped: dict[str, tuple[str, str]] = {}
@@ -456,8 +460,9 @@ def test_prometheus_scrapes_the_four_services_every_15s() -> None:
                     job.get("scrape_interval", default_interval),
                     job.get("metrics_path", "/metrics"),
                 )
-    for name, port in APPS.items():
+    for name, port in METRICS.items():
         assert scraped.get(f"{name}:{port}") == ("15s", "/metrics"), name
+        assert f"{name}:{APPS[name]}" not in scraped, name  # the public port has no /metrics
     assert set(_services()) >= {t.split(":")[0] for t in scraped} - {"localhost"}
 
 

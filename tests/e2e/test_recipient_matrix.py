@@ -17,13 +17,14 @@ from shared.events.models import DiscrepancyEvent
 from tests.support.communiques import communique, identifier
 from tests.support.mail import (
     assert_one_mail_per_event_and_address,
+    deliveries,
     envelope_recipients,
     mails_about,
     wait_all_sent,
 )
 from tests.support.poll import eventually
 from tests.support.records import authority, checkpoint, contact, focal_point, permit
-from tests.support.registry import ADMIN_TOKEN, government_users, publish
+from tests.support.registry import ADMIN_TOKEN, create_user, government_users, publish
 from tests.support.stack import Stack, running_stack, submit
 from tools.smtp_sink import SmtpSink
 
@@ -172,7 +173,8 @@ async def test_every_event_reaches_exactly_its_recipients(
             | USER_CNAS
             | {"cna@pe.example", "nfp@pe.example", "cna@co.example", "nfp@co.example"},
         }
-        token = users["de"]["cna"]
+        # The Secretariat reads every side of the log; a government its own side only.
+        token = await create_user(stack.registry, ADMIN_TOKEN, "admin")
         for (uid, template), want in expected.items():
             logged = await wait_all_sent(stack.notifier, token, uid, template)
             assert logged == want, (uid, template)
@@ -183,3 +185,13 @@ async def test_every_event_reaches_exactly_its_recipients(
         assert logged == mx_side
         assert envelope_recipients(mails_about(smtp, event_id=flagged)) == mx_side
         assert_one_mail_per_event_and_address(smtp.mails)
+        user_side = {
+            "C1": {CT_ALL} | USER_CNAS,
+            "C2": {CT_SOME},
+            "C3": {CT_SOME},
+            "C4": {CT_ALL} | USER_CNAS,
+        }
+        for name, want in user_side.items():
+            rows = await deliveries(stack.notifier, users["de"]["cna"], uids[name])
+            assert {row["recipient"] for row in rows} == want, name
+        assert await deliveries(stack.notifier, users["de"]["cna"], irccs["I1"]["uid"]) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from tests.support.metrics import scrape
 from tests.support.poll import eventually
 from tests.support.records import authority, focal_point, permit
 from tests.support.registry import ADMIN_TOKEN, auth, government_users, publish
@@ -52,7 +53,7 @@ async def test_ircc_published_over_http_is_mailed_and_counted(
         assert {d["recipient"] for d in sent} == {"cna@mx.example", "nfp@mx.example"}
 
         async def counted() -> float:
-            text = (await stack.monitor.get("/metrics")).text
+            text = await scrape(stack.monitor)
             return _counter(text, "monitor_events_seen_total", type="ircc.published")
 
         assert await eventually(counted, what="monitor counted the IRCC") == 1.0

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.metrics import scrape
 from tests.support.poll import eventually
 from tests.support.records import authority, focal_point, permit
 from tests.support.registry import ADMIN_TOKEN, government_users, publish
@@ -66,7 +67,7 @@ async def test_an_empty_broker_is_reported_and_recovered_from(
                 return reported == set(clients)
 
             await eventually(everyone_reports_it, timeout=15, what="every /readyz says 503")
-            metrics = (await stack.monitor.get("/metrics")).text
+            metrics = await scrape(stack.monitor)
             assert 'absch_ready{check="broker",service="monitor"} 0.0' in metrics
 
             async def all_ready() -> bool:

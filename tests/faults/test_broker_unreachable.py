@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.support.metrics import scrape
 from tests.support.poll import eventually
 from tests.support.records import authority, focal_point, permit
 from tests.support.registry import ADMIN_TOKEN, government_users, publish
@@ -107,7 +108,7 @@ async def test_broker_frozen_for_20s_shows_in_readiness_and_loses_nothing(
 
             async def known() -> bool:
                 # Distinct IRCCs in the monitor's state: a redelivered event counts once.
-                text = (await stack.monitor.get("/metrics")).text
+                text = await scrape(stack.monitor)
                 match = re.search(r'monitor_table_keys\{table="irccs"\} (\S+)', text)
                 return match is not None and float(match.group(1)) == IRCCS + 1
 

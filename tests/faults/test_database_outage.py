@@ -34,6 +34,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from shared.events import topic_name
 from tests.integration.monitor.test_rules import cpc
 from tests.support.kafka import TopicReader
+from tests.support.metrics import metrics_url
 from tests.support.pgcluster import PrivateCluster
 from tests.support.poll import eventually
 from tests.support.processes import ServiceProcess
@@ -335,7 +336,7 @@ async def dlq_metric(urls: Iterable[str]) -> dict[str, float]:
     out: dict[str, float] = {}
     async with httpx.AsyncClient(timeout=10) as client:
         for url in urls:
-            text = (await client.get(f"{url}/metrics")).text
+            text = (await client.get(metrics_url(url))).text
             values = re.findall(r"^absch_dlq_messages_total\{[^}]*\} (\S+)$", text, re.M)
             out[url] = sum(float(v) for v in values)
     return out

@@ -4,7 +4,9 @@ Debian's ``prometheus`` binary runs the scrape jobs of deploy/prometheus/prometh
 (targets moved to the test's loopback ports, every second) and the rules of alerts.yml
 against the whole stack; its HTTP API must show every target up, each service's key
 series, every rule evaluated without error and nothing firing, and an answer to every
-dashboard expression. ``promtool check metrics`` lints each service's ``/metrics`` text.
+dashboard expression. Prometheus scrapes each service's metrics listener, not its public
+port (which answers 404 for ``/metrics``). ``promtool check metrics`` lints each service's
+``/metrics`` text.
 
 Skips when the binaries are absent, fails instead under CI (``CI`` set).
 """
@@ -25,6 +27,7 @@ import pytest
 import yaml
 
 from tests.deploy.test_alerts import ALERTS, CONFIG, promtool, tool_missing
+from tests.support.metrics import metrics_url, scrape
 from tests.support.poll import eventually
 from tests.support.records import authority, permit
 from tests.support.registry import government_users, publish
@@ -92,7 +95,7 @@ def _scrape_config(stack: Stack, own_port: int) -> dict[str, Any]:
     for job in config["scrape_configs"]:
         name = job["job_name"]
         if name in SERVICES:
-            url = getattr(stack, name).base_url
+            url = httpx.URL(metrics_url(getattr(stack, name)))
             target = f"{url.host}:{url.port}"
         else:
             target = f"127.0.0.1:{own_port}"
@@ -181,7 +184,11 @@ async def _lint(text: str) -> list[str]:
 
 
 async def _workload(stack: Stack, smtp: SmtpSink) -> None:
-    """A CNA and an IRCC published, mailed to the CNA, seen by monitor and checkpoint."""
+    """A CNA and an IRCC published, mailed to the CNA, seen by monitor and checkpoint;
+    every service probed for readiness, as a load balancer does (scrapes are no HTTP
+    requests of the public app any more, so each service's request series comes from this)."""
+    for name in SERVICES:
+        assert (await getattr(stack, name).get("/readyz")).status_code == 200, name
     users = await government_users(stack.registry, "mx")
     cna = authority("mx", ["cna@mx.example"])
     await publish(stack.registry, users["pa"], cna)
@@ -250,12 +257,14 @@ async def test_prometheus_scrapes_every_service_and_evaluates_the_rules(
             except AssertionError as exc:
                 raise AssertionError(f"no data in {sorted(missing)}") from exc
 
-        # promtool check metrics on each service's real /metrics text.
+        # promtool check metrics on each service's real /metrics text, from its listener;
+        # the public port has no /metrics.
         unexpected: dict[str, list[str]] = {}
         for name in SERVICES:
-            resp = await getattr(stack, name).get("/metrics")
-            assert resp.status_code == 200
-            findings = [f for f in await _lint(resp.text) if f not in ACCEPTED_LINT]
+            public = await getattr(stack, name).get("/metrics")
+            assert public.status_code == 404, (name, public.text)
+            text = await scrape(getattr(stack, name))
+            findings = [f for f in await _lint(text) if f not in ACCEPTED_LINT]
             if findings:
                 unexpected[name] = findings
         assert unexpected == {}

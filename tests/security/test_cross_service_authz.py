@@ -3,11 +3,13 @@ matrix is ``tests/integration/registry/test_authorization.py``).
 
 One stack per database backend serves the module (module-scoped fixture and event loop):
 two governments, ``mx`` (the caller's own) and ``br`` (another), each with an NFP, PA, NAU,
-CNA reader and the operator of a published checkpoint, a published NFP and CNA, and one
-discrepancy case whose provider country it is (an IRCC of that government, revoked, cited
-by a CPC of the other government: ``IRCC_REVOKED``). The Secretariat calls with an admin
-JWT (the bootstrap admin token is the registry's only). Cells that change a case first put
-it, as the admin, in a status the action applies to, so cells do not depend on each other.
+CNA reader and the operator of a published checkpoint (which informs all the government's
+CNAs), a published NFP and CNA, and one discrepancy case whose provider country it is (an
+IRCC of that government, revoked, cited by a CPC of the other government:
+``IRCC_REVOKED``). The Secretariat calls with an admin JWT (the bootstrap admin token is
+the registry's only) and creates a dashboard operator (government-less). Cells that change
+a case first put it, as the admin, in a status the action applies to, so cells do not
+depend on each other.
 """
 
 from __future__ import annotations
@@ -33,12 +35,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.registry.adapters.keys import SigningKey
 from services.registry.context import RegistryContext
+from shared.auth import DEACTIVATED
 from shared.events import Topic, topic_name
 from tests.support import records as rec
 from tests.support.authz import OTHER, OWN, SIDES, assert_problem, matrix_cells
 from tests.support.communiques import communique
 from tests.support.databases import BACKENDS, skip_unless_backend
 from tests.support.mail import consumed
+from tests.support.metrics import scrape
 from tests.support.poll import eventually
 from tests.support.registry import ADMIN_TOKEN, auth, create_user, government_users, publish
 from tests.support.security_stack import module_stack
@@ -55,7 +59,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 #               government's checkpoint run by the operator of the caller's role matrix
 #   submit:cp2  the same, citing the target government's *second* checkpoint (not the
 #               operator's own)
-#   deliveries  GET /v1/deliveries?subject=<the target government's IRCC>: 200:1 = listed
+#   deliveries  GET /v1/deliveries?subject=<the target government's IRCC>: 200:1 = listed,
+#               200:0 = answered without them
 #   list        GET /v1/discrepancies?provider=<target>: 200:1 = the target's case listed,
 #               200:0 = answered without it
 #   get         GET /v1/discrepancies/{id of the target's case}
@@ -65,14 +70,16 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 # NAU; other roles are refused before the body is read. A case is visible to the provider
 # country's NFP, PA, NAU and CNA reader and to the Secretariat, and invisible (404) to
 # everyone else; only the provider country's CNA and NFP (and the Secretariat) work it,
-# its PA and NAU get 403. The delivery log is readable by any authenticated caller, for
-# any government: DESIGN.md §4 gives it no scope, and what it lists (recipients from
-# published directory records, templates, statuses) is public already.
+# its PA and NAU get 403. A delivery is listed only to the government on whose side its
+# recipient was mailed (an IRCC's parties: the IRCC's government; a CPC's user side: the
+# CPC's; its provider side: each cited IRCC's), read by that government's NFP, PA, NAU and
+# CNA reader, and to the Secretariat; everyone else gets the list without it, as cases are
+# omitted, so who was mailed in another country never shows.
 MATRIX = """
               admin        nfp          pa           nau          cna          checkpoint
 submit        403/403      403/403      201/403      201/403      403/403      201/403
 submit:cp2    403/403      403/403      201/403      201/403      403/403      403/403
-deliveries    200:1/200:1  200:1/200:1  200:1/200:1  200:1/200:1  200:1/200:1  200:1/200:1
+deliveries    200:1/200:1  200:1/200:0  200:1/200:0  200:1/200:0  200:1/200:0  200:0/200:0
 list          200:1/200:1  200:1/200:0  200:1/200:0  200:1/200:0  200:1/200:0  200:0/200:0
 get           200/200      200/404      200/404      200/404      200/404      404/404
 acknowledge   200/200      200/404      403/404      403/404      200/404      404/404
@@ -118,7 +125,8 @@ async def _government(stack: Stack, gov: str) -> dict[str, Any]:
     await publish(reg, ADMIN_TOKEN, rec.focal_point(gov, [f"nfp@{gov}.example"]))
     cna = rec.authority(gov, [f"cna@{gov}.example"])
     await publish(reg, users["pa"], cna)
-    points = [rec.checkpoint(gov), rec.checkpoint(gov)]
+    # The first informs all the government's CNAs: a CPC citing it mails both sides.
+    points = [rec.checkpoint(gov, inform_all=True), rec.checkpoint(gov)]
     for point in points:
         await publish(reg, users["pa"], point)
     first, second = (p["header"]["identifier"] for p in points)
@@ -284,6 +292,8 @@ async def test_endpoints_by_role_and_government(
         )
         assert resp.status_code == int(status), resp.text
         assert bool(resp.json()) is (listed == "1"), resp.json()
+        if role != "admin":  # never another government's recipients
+            assert {row["government"] for row in resp.json()} <= {OWN}, resp.json()
 
     elif endpoint == "list":
         resp = await stack.monitor.get(
@@ -325,6 +335,144 @@ async def test_a_refused_submitter_learns_nothing_about_the_body(world: World) -
             "/v1/communiques", json={"not": "a communiqué"}, headers=auth(world.token(role))
         )
         assert_problem(resp, 403)
+
+
+# ---------------------------------------------------------------- deliveries by side
+
+
+async def test_a_cpc_delivery_log_shows_each_government_its_own_side(world: World) -> None:
+    """The CPC of ``br`` citing ``mx``'s IRCC mailed both sides: ``br``'s CNA (its
+    checkpoint informs all CNAs), ``mx``'s CNA and NFP (for the CPC and for its
+    discrepancy). Each government's authorities list their own recipients only, checkpoint
+    operators none, the admin all."""
+    stack = world.stack
+    case = await stack.monitor.get(
+        f"/v1/discrepancies/{world.govs[OWN].case_id}", headers=auth(world.admin)
+    )
+    assert case.status_code == 200, case.text
+    subject = case.json()["cpc_uid"]
+
+    async def listed(token: str) -> list[dict[str, Any]]:
+        resp = await stack.notifier.get(
+            "/v1/deliveries", params={"subject": subject}, headers=auth(token)
+        )
+        assert resp.status_code == 200, resp.text
+        rows: list[dict[str, Any]] = resp.json()
+        return rows
+
+    async def both_events() -> list[dict[str, Any]] | None:
+        rows = await listed(world.admin)
+        done = {row["template"] for row in rows} == {"cpc_published", "discrepancy_flagged"}
+        return rows if done else None
+
+    everyone = await eventually(both_events, timeout=30, what="the CPC's and its case's mails")
+    mailed = {
+        gov: {(row["event_id"], row["recipient"]) for row in everyone if row["government"] == gov}
+        for gov in SIDES.values()
+    }
+    assert {row["government"] for row in everyone} == {OWN, OTHER}
+    assert {rcpt for _, rcpt in mailed[OWN]} == {f"cna@{OWN}.example", f"nfp@{OWN}.example"}
+    assert {rcpt for _, rcpt in mailed[OTHER]} == {f"cna@{OTHER}.example"}
+    for gov in SIDES.values():
+        for role in ("nfp", "pa", "nau", "cna", "checkpoint"):
+            rows = await listed(world.govs[gov].tokens[role])
+            seen = {(row["event_id"], row["recipient"]) for row in rows}
+            assert seen == (set() if role == "checkpoint" else mailed[gov]), (gov, role)
+
+
+# ---------------------------------------------------------------- the dashboard
+
+# GET /v1/dashboard/summary by caller ("none": no token). Its numbers span every
+# government (cases by provider country, event rates, failures), so dashboard operators
+# and the Secretariat only; every government role gets 403.
+DASHBOARD = {
+    "none": 401,
+    "admin": 200,
+    "operator": 200,
+    "nfp": 403,
+    "pa": 403,
+    "nau": 403,
+    "cna": 403,
+    "checkpoint": 403,
+}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def operator(world: World) -> str:
+    """A dashboard operator's token, created by the admin (no government)."""
+    return await create_user(world.stack.registry, world.admin, "operator")
+
+
+@pytest.mark.parametrize(("caller", "expected"), list(DASHBOARD.items()))
+async def test_dashboard_summary_by_role(
+    world: World, operator: str, caller: str, expected: int
+) -> None:
+    headers: dict[str, str] = {}
+    if caller != "none":
+        headers = auth(operator if caller == "operator" else world.token(caller))
+    resp = await world.stack.monitor.get("/v1/dashboard/summary", headers=headers)
+    if expected == 200:
+        assert resp.status_code == 200, resp.text
+        assert sum(resp.json()["by_status"].values()) >= len(SIDES)  # both governments' cases
+    else:
+        problem = assert_problem(resp, expected)
+        assert "by_status" not in problem
+
+
+async def test_the_dashboard_page_holds_no_data_and_its_script_sends_the_token(
+    world: World, operator: str
+) -> None:
+    """A browser can't send a bearer token when navigating: the page is the same shell for
+    everyone, and its script sends the token the operator types in with each data call."""
+    anonymous = await world.stack.monitor.get("/dashboard")
+    signed_in = await world.stack.monitor.get("/dashboard", headers=auth(operator))
+    assert anonymous.status_code == signed_in.status_code == 200
+    assert anonymous.text == signed_in.text
+    page = anonymous.text
+    assert all(gov.case_id not in page for gov in world.govs.values())
+    assert 'headers: {"Authorization": "Bearer " + token}' in page
+    assert "sessionStorage" in page
+    assert 'type="password"' in page
+
+
+async def test_an_operator_reads_the_dashboard_and_nothing_else(
+    world: World, operator: str
+) -> None:
+    stack, own, headers = world.stack, world.govs[OWN], auth(operator)
+    cases = await stack.monitor.get("/v1/discrepancies", headers=headers)
+    assert cases.status_code == 200, cases.text
+    assert cases.json()["items"] == []
+    case = await stack.monitor.get(f"/v1/discrepancies/{own.case_id}", headers=headers)
+    assert_problem(case, 404)
+    acknowledged = await stack.monitor.post(
+        f"/v1/discrepancies/{own.case_id}/acknowledge", json={"note": "x"}, headers=headers
+    )
+    assert_problem(acknowledged, 404)
+    deliveries = await stack.notifier.get(
+        "/v1/deliveries", params={"subject": own.ircc_uid}, headers=headers
+    )
+    assert deliveries.status_code == 200, deliveries.text
+    assert deliveries.json() == []
+    submitted = await stack.checkpoint.post(
+        "/v1/communiques", json=_cpc(OWN, own.checkpoint), headers=headers
+    )
+    assert_problem(submitted, 403)
+    user = {"name": "x", "email": "x@scbd.example", "role": "operator"}
+    assert_problem(await stack.registry.post("/v1/users", json=user, headers=headers), 403)
+
+
+# ---------------------------------------------------------------- metrics
+
+
+async def test_metrics_are_served_on_the_metrics_listener_only(world: World) -> None:
+    """``/metrics`` is 404 on every public port; each service's own listener serves it."""
+    for name in ("registry", "checkpoint", "notifier", "monitor"):
+        client: httpx.AsyncClient = getattr(world.stack, name)
+        public = await client.get("/metrics")
+        assert public.status_code == 404, (name, public.text)
+        assert "absch_" not in public.text
+        text = await scrape(client)
+        assert f'absch_ready{{check="database",service="{name}"}}' in text, name
 
 
 # ---------------------------------------------------------------- tokens
@@ -416,6 +564,7 @@ ENDPOINTS = {
     "monitor-list": ("monitor", "GET", "/v1/discrepancies"),
     "monitor-get": ("monitor", "GET", "/v1/discrepancies/{case}"),
     "monitor-acknowledge": ("monitor", "POST", "/v1/discrepancies/{case}/acknowledge"),
+    "monitor-dashboard": ("monitor", "GET", "/v1/dashboard/summary"),
     "registry-requests": ("registry", "GET", "/v1/requests"),
     "registry-users": ("registry", "POST", "/v1/users"),
 }
@@ -464,6 +613,44 @@ async def test_the_same_claims_signed_by_the_registry_are_accepted(
     token = jwt.encode(claims, world.key.private, algorithm="EdDSA", headers={"kid": world.key.kid})
     await prepare_case(world, world.govs[OWN].case_id, "acknowledge")
     resp = await _request(world, endpoint, auth(token))
-    # The PA submits and reads; it may not work cases (403), which still proves the token.
-    expected = {"monitor-acknowledge": 403, "checkpoint-submit": 201, "registry-users": 201}
+    # The PA submits and reads; it may not work cases or read the dashboard (403), which
+    # still proves the token.
+    expected = {
+        "monitor-acknowledge": 403,
+        "monitor-dashboard": 403,
+        "checkpoint-submit": 201,
+        "registry-users": 201,
+    }
     assert resp.status_code == expected.get(endpoint, 200), resp.text
+
+
+# ---------------------------------------------------------------- deactivated users
+
+
+@pytest.mark.parametrize("endpoint", list(ENDPOINTS))
+async def test_a_deactivated_users_token_is_401_on_every_endpoint(
+    world: World, endpoint: str
+) -> None:
+    """A fresh PA of ``mx``, deactivated by its NFP: the token that got in before is 401
+    ``user is deactivated`` at once in the registry, and elsewhere as soon as the service
+    read the event on the directory topic (well under a minute)."""
+    body = {"name": "PA to deactivate", "email": f"pa-{uuid.uuid4().hex[:6]}@mx.example"}
+    body |= {"role": "pa", "government": OWN}
+    resp = await world.stack.registry.post("/v1/users", json=body, headers=auth(world.token("nfp")))
+    assert resp.status_code == 201, resp.text
+    user_id, headers = resp.json()["id"], auth(resp.json()["token"])
+    accepted = await _request(world, endpoint, headers)
+    assert accepted.status_code != 401, accepted.text
+    resp = await world.stack.registry.delete(
+        f"/v1/users/{user_id}", headers=auth(world.token("nfp"))
+    )
+    assert resp.status_code == 204, resp.text
+
+    async def refused() -> httpx.Response | None:
+        resp = await _request(world, endpoint, headers)
+        return resp if resp.status_code == 401 else None
+
+    problem = assert_problem(
+        await eventually(refused, timeout=45, what=f"{endpoint} refuses the token"), 401
+    )
+    assert problem["detail"] == DEACTIVATED

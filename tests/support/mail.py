@@ -7,6 +7,7 @@ from collections import Counter
 
 import httpx
 
+from tests.support.metrics import scrape
 from tests.support.poll import eventually
 from tests.support.registry import auth
 from tools.smtp_sink import ReceivedMail, SmtpSink
@@ -108,6 +109,6 @@ def samples(text: str, name: str) -> list[dict[str, str]]:
 
 async def consumed(client: httpx.AsyncClient, service: str, topic: str) -> float:
     """Events a service handled successfully from one topic (``absch_events_consumed_total``)."""
-    text = (await client.get("/metrics")).text
+    text = await scrape(client)
     labels = {"service": service, "topic": topic, "outcome": "ok"}
     return metric(text, "absch_events_consumed_total", **labels) or 0.0

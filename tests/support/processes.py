@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.support import metrics
 from tests.support.poll import eventually
 from tools.ports import free_port
 
@@ -20,20 +21,28 @@ class ServiceProcess:
     def __init__(self, name: str, env: dict[str, str], log: Path) -> None:
         self.name = name
         self.port = free_port()
+        self.metrics_port = free_port()
         self.log = log
         self.env = {
             **os.environ,
             **env,
             f"{name.upper()}_HTTP_PORT": str(self.port),
+            f"{name.upper()}_METRICS_PORT": str(self.metrics_port),
             "LOG_FORMAT": "json",
             "PYTHONUNBUFFERED": "1",
         }
         self.proc: subprocess.Popen[bytes] | None = None
+        metrics.register(self.url, self.metrics_url)
 
     @property
     def url(self) -> str:
         """Base URL."""
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """Where its metrics listener serves ``/metrics``."""
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     async def start(self) -> None:
         """Start and wait until ``/readyz`` answers 200."""

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 import uvicorn
 from fastapi import FastAPI
 
+from tests.support import metrics
 from tools.ports import free_port
 
 
@@ -18,7 +19,8 @@ async def serving(app: FastAPI, *, port: int | None = None) -> AsyncIterator[str
     """Serve ``app`` on loopback; yields its base URL; runs the lifespan both ways.
 
     A free port can be taken by another process before we bind it (parallel test
-    workers): without a fixed ``port``, binding is retried on a fresh one.
+    workers): without a fixed ``port``, binding is retried on a fresh one. A service's
+    metrics listener is noted for :func:`tests.support.metrics.scrape`.
     """
     for attempt in range(5):
         chosen = port or free_port()
@@ -38,9 +40,14 @@ async def serving(app: FastAPI, *, port: int | None = None) -> AsyncIterator[str
             task.result()
         if port is not None or attempt == 4:
             raise RuntimeError(f"server could not start on port {chosen}")
+    url = f"http://127.0.0.1:{chosen}"
+    kit = getattr(app.state, "kit", None)
+    if kit is not None:
+        metrics.register(url, kit.metrics_server.url)
     try:
-        yield f"http://127.0.0.1:{chosen}"
+        yield url
     finally:
+        metrics.forget(url)
         server.should_exit = True
         await asyncio.wait_for(task, 30)
 

@@ -45,9 +45,10 @@ class IrccRow(Base):
 class DeliveryRow(Base):
     """One mail for one event and address: at most one per pair, ever.
 
-    ``claimed_by``, ``claimed_until`` and ``deferred_since`` were added after the first
-    release: ``create_all`` does not add columns to an existing table, so a database created
-    before needs them added (nullable, no default) until the Alembic migration exists."""
+    ``claimed_by``, ``claimed_until``, ``deferred_since`` and ``government`` were added after
+    the first release: ``create_all`` does not add columns to an existing table, so a database
+    created before needs them added (nullable, no default) until the Alembic migration exists.
+    Older rows keep ``government`` NULL, so only the Secretariat sees them in the log."""
 
     __tablename__ = "deliveries"
     __table_args__ = (UniqueConstraint("event_id", "recipient", name="uq_delivery"),)
@@ -58,6 +59,9 @@ class DeliveryRow(Base):
     subject: Mapped[str] = mapped_column(String(64), index=True)
     recipient: Mapped[str] = mapped_column(String(320))
     role: Mapped[str] = mapped_column(String(64))
+    # The government on whose side the recipient was mailed (domain.Recipient.government):
+    # the only government, besides the Secretariat, that sees this row in the delivery log.
+    government: Mapped[str | None] = mapped_column(String(8), nullable=True, index=True)
     template: Mapped[str] = mapped_column(String(64))
     language: Mapped[str] = mapped_column(String(4))
     mail_subject: Mapped[str] = mapped_column(Text)

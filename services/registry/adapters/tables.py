@@ -69,6 +69,19 @@ class UserRow(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
+class CredentialRow(Base):
+    """A user's long-lived secret, exchanged for access tokens; only its SHA-256 is kept.
+
+    A table of its own (not a column of ``users``), so existing databases gain it on start.
+    """
+
+    __tablename__ = "user_credentials"
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class RequestRow(Base):
     """A publication (or revocation) request waiting for the publishing authority [W2-W3]."""
 

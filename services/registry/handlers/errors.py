@@ -17,3 +17,12 @@ class InvalidRecord(Exception):
     def __init__(self, errors: list[dict[str, str]]) -> None:
         super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors))
         self.errors = errors
+
+
+class Unauthenticated(Exception):
+    """A credential given in a body (not a bearer token) authenticates nobody; ``field``
+    names it."""
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field

@@ -1,19 +1,68 @@
-"""Users, roles and the tokens that carry them."""
+"""Users, roles and the tokens that carry them.
+
+A user gets two credentials at creation: an access token (a JWT living
+``token_ttl_hours``) and a long-lived secret, kept only as its SHA-256, that
+``POST /v1/tokens`` exchanges for a fresh access token while the user is active.
+Deactivation is final: the user's row turns inactive and ``directory.user.deactivated``
+leaves through the outbox in the same transaction (docs/adr/0002-tokens-and-deactivation.md).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import uuid
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import jwt
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.registry.adapters.tables import RecordRow, UserRow
+from services.registry.adapters.tables import CredentialRow, OutboxRow, RecordRow, UserRow
 from services.registry.context import RegistryContext
-from services.registry.domain import check_can_create_user
-from services.registry.handlers.errors import InvalidRecord
-from shared.auth import AUDIENCE, ISSUER, Principal, Role, claims_for
+from services.registry.domain import (
+    check_can_create_user,
+    check_can_deactivate,
+    check_can_deactivate_user,
+)
+from services.registry.handlers.errors import InvalidRecord, NotFound, Unauthenticated
+from shared.auth import (
+    AUDIENCE,
+    DEACTIVATED,
+    ISSUER,
+    UNSCOPED_ROLES,
+    Principal,
+    Role,
+    claims_for,
+)
+from shared.events import Topic, new_event
+from shared.events.models import UserDeactivated
+from shared.kit.outbox import stage
+
+DEACTIVATION_EVENT = "directory.user.deactivated"
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """An access token and the moment it stops working."""
+
+    token: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewUser:
+    """A created user with its first access token and its secret (shown once)."""
+
+    user: UserRow
+    access: IssuedToken
+    secret: str
+
+
+def secret_digest(secret: str) -> str:
+    """What is stored of a secret: 256 random bits need no slow hash, only no plain copy."""
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 async def _check_checkpoint(
@@ -29,17 +78,29 @@ async def _check_checkpoint(
         )
 
 
-def issue_token(ctx: RegistryContext, principal: Principal) -> str:
-    """A signed EdDSA JWT for ``principal`` valid for ``token_ttl_days``."""
+def issue_token(ctx: RegistryContext, principal: Principal) -> IssuedToken:
+    """A signed EdDSA JWT for ``principal`` valid for ``token_ttl_hours``."""
     now = ctx.clock()
+    expires_at = now + timedelta(hours=ctx.settings.token_ttl_hours)
     claims = claims_for(principal) | {
         "iss": ISSUER,
         "aud": AUDIENCE,
         "iat": int(now.timestamp()),
-        "exp": int((now + timedelta(days=ctx.settings.token_ttl_days)).timestamp()),
+        "exp": int(expires_at.timestamp()),
         "jti": uuid.uuid4().hex,
     }
-    return jwt.encode(claims, ctx.key.private, algorithm="EdDSA", headers={"kid": ctx.key.kid})
+    token = jwt.encode(claims, ctx.key.private, algorithm="EdDSA", headers={"kid": ctx.key.kid})
+    return IssuedToken(token, expires_at)
+
+
+def _principal(user: UserRow) -> Principal:
+    return Principal(
+        id=user.id,
+        role=Role(user.role),
+        government=user.government,
+        checkpoint=user.checkpoint,
+        name=user.name,
+    )
 
 
 async def create_user(
@@ -51,10 +112,10 @@ async def create_user(
     role: Role,
     government: str | None,
     checkpoint: str | None,
-) -> tuple[UserRow, str]:
-    """Create a user in the creator's remit and return it with its first token."""
+) -> NewUser:
+    """Create a user in the creator's remit with its first token and its secret."""
     government = government.lower() if government else None
-    if role is Role.ADMIN:
+    if role in UNSCOPED_ROLES:
         government = None
     check_can_create_user(creator, role, government)
     async with ctx.sessions() as session:
@@ -71,10 +132,75 @@ async def create_user(
         created_at=ctx.clock(),
         active=True,
     )
+    secret = secrets.token_urlsafe(32)
+    credential = CredentialRow(
+        user_id=user.id, secret_sha256=secret_digest(secret), created_at=ctx.clock()
+    )
     async with ctx.sessions() as session:
         session.add(user)
+        await session.flush()  # the user row first: the credential refers to it
+        session.add(credential)
         await session.commit()
-    principal = Principal(
-        id=user.id, role=role, government=government, checkpoint=user.checkpoint, name=name
-    )
-    return user, issue_token(ctx, principal)
+    return NewUser(user, issue_token(ctx, _principal(user)), secret)
+
+
+async def exchange_secret(ctx: RegistryContext, secret: str) -> IssuedToken:
+    """A fresh access token for the user holding ``secret``, while that user is active."""
+    async with ctx.sessions() as session:
+        user = await session.scalar(
+            select(UserRow)
+            .join(CredentialRow, CredentialRow.user_id == UserRow.id)
+            .where(CredentialRow.secret_sha256 == secret_digest(secret))
+        )
+    if user is None:
+        raise Unauthenticated("unknown secret", field="secret")
+    if not user.active:
+        raise Unauthenticated(DEACTIVATED, field="secret")
+    return issue_token(ctx, _principal(user))
+
+
+async def deactivate_user(
+    ctx: RegistryContext, caller: Principal, user_id: str, *, correlation_id: str | None = None
+) -> None:
+    """Deactivate a user of the caller's remit; repeating it changes nothing.
+
+    The row turns inactive and ``directory.user.deactivated`` is staged in the same
+    transaction, so every service learns it exactly when the registry does.
+    """
+    check_can_deactivate(caller)
+    async with ctx.sessions() as session:
+        user = await session.get(UserRow, user_id)
+        if user is None:
+            raise NotFound(f"no user {user_id!r}")
+        check_can_deactivate_user(caller, Role(user.role), user.government)
+        if not user.active:
+            return
+        # Conditional: of two requests crossing, only the one that flips the row announces it.
+        flipped = await session.execute(
+            update(UserRow)
+            .where(UserRow.id == user_id, UserRow.active.is_(True))
+            .values(active=False)
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(flipped, "rowcount", 1) != 1:
+            return
+        event = new_event(
+            DEACTIVATION_EVENT,
+            source="registry",
+            subject=user_id,
+            data=UserDeactivated(user_id=user_id, deactivated_at=ctx.clock()),
+            correlation_id=correlation_id,
+        )
+        stage(session, OutboxRow, ctx.topic(Topic.DIRECTORY), event, key=user_id)
+        await session.commit()
+    ctx.relay.wake()
+
+
+async def is_deactivated(sessions: async_sessionmaker[AsyncSession], user_id: str) -> bool:
+    """The registry's own check, from its table: it refuses a deactivated user at once.
+
+    Ids without a row (the bootstrap admin) are not deactivated.
+    """
+    async with sessions() as session:
+        active = await session.scalar(select(UserRow.active).where(UserRow.id == user_id))
+    return active is False

@@ -13,6 +13,7 @@ from shared.events import Topic, topic_name
 from tests.support.checkpoint import CheckpointPair, running_checkpoint
 from tests.support.communiques import communique, identifier
 from tests.support.kafka import TopicReader
+from tests.support.metrics import scrape
 from tests.support.records import checkpoint, new_id
 from tests.support.registry import auth, create_user, government_users, publish
 
@@ -147,7 +148,7 @@ async def test_who_may_submit_for_which_checkpoint(
         assert resp.status_code == 403
         resp = await pair.checkpoint.post("/v1/communiques", json=body())
         assert resp.status_code == 401
-        metrics = (await pair.checkpoint.get("/metrics")).text
+        metrics = await scrape(pair.checkpoint)
         assert 'checkpoint_communiques_rejected_total{reason="forbidden"} 5.0' in metrics
 
 

@@ -16,6 +16,7 @@ import pytest
 from shared.events import topic_name
 from tests.integration.monitor.test_rules import cpc
 from tests.support.kafka import TopicReader
+from tests.support.metrics import scrape
 from tests.support.poll import eventually
 from tests.support.records import authority, checkpoint, permit
 from tests.support.registry import ADMIN_TOKEN, auth, create_user, government_users, publish
@@ -154,9 +155,33 @@ async def _has_case(w: World) -> dict[str, Any] | None:
     reason="Debian's chromium not installed (CI installs it and never skips)",
 )
 async def test_dashboard_shows_live_numbers_in_a_real_browser(world: World) -> None:
+    """Without a token the page shows the sign-in form and no number; with an operator's
+    token (handed over in the fragment, as the form would store it) the live numbers."""
     w = world
     await eventually(lambda: _has_case(w), what="case listed")
     url = str(w.stack.monitor.base_url).rstrip("/") + "/dashboard"
+
+    signed_out = await _browse(w, url)
+    assert re.search(r'<form id="sign-in">', signed_out), signed_out  # shown: not hidden
+    assert 'data-loaded="true"' not in signed_out
+    assert 'id="numbers" hidden' in signed_out
+    assert "IRCC_REVOKED" not in signed_out
+
+    operator = await create_user(w.stack.registry, w.admin, "operator")
+    dom = await _browse(w, f"{url}#token={operator}")
+    assert 'data-loaded="true"' in dom, dom
+    rule_row = re.search(r'data-key="IRCC_REVOKED"><td>IRCC_REVOKED</td><td class="n">(\d+)', dom)
+    assert rule_row is not None
+    assert rule_row.group(1) == "1"
+    country_row = re.search(r'data-key="mx"><td>mx</td><td class="n">(\d+)', dom)
+    assert country_row is not None
+    assert country_row.group(1) == "1"
+    assert re.search(r'id="failed"[^>]*>0<', dom)
+    assert re.search(r'data-key="cpc.published"><td>cpc.published</td>', dom)
+
+
+async def _browse(w: World, url: str) -> str:
+    """The DOM headless Chromium renders for ``url`` after its timers ran a while."""
     proc = await asyncio.create_subprocess_exec(
         "chromium",
         "--headless",
@@ -176,15 +201,9 @@ async def test_dashboard_shows_live_numbers_in_a_real_browser(world: World) -> N
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout=90)
     dom = out.decode()
-    assert 'data-loaded="true"' in dom, (url, proc.returncode, err.decode()[-3000:])
-    rule_row = re.search(r'data-key="IRCC_REVOKED"><td>IRCC_REVOKED</td><td class="n">(\d+)', dom)
-    assert rule_row is not None
-    assert rule_row.group(1) == "1"
-    country_row = re.search(r'data-key="mx"><td>mx</td><td class="n">(\d+)', dom)
-    assert country_row is not None
-    assert country_row.group(1) == "1"
-    assert re.search(r'id="failed"[^>]*>0<', dom)
-    assert re.search(r'data-key="cpc.published"><td>cpc.published</td>', dom)
+    assert proc.returncode == 0, (url, err.decode()[-3000:])
+    assert "</html>" in dom, (url, err.decode()[-3000:])
+    return dom
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -202,7 +221,7 @@ async def test_monitor_metrics_count_checks_rules_latency_tables_and_lag(world: 
     await eventually(lambda: _has_case(w), what="case listed")
 
     async def tables_reported() -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
-        samples = _samples((await w.stack.monitor.get("/metrics")).text)
+        samples = _samples(await scrape(w.stack.monitor))
         groups = {
             dict(labels)["group"]
             for name, labels in samples

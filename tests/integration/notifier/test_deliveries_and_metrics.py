@@ -9,6 +9,7 @@ import httpx
 
 from shared.events import Topic, topic_name
 from tests.support.mail import deliveries, metric, samples, wait_all_sent
+from tests.support.metrics import scrape
 from tests.support.notifier import country_with_authorities, running_notifier_stack
 from tests.support.poll import eventually
 from tests.support.records import permit
@@ -66,7 +67,7 @@ async def test_delivery_log_by_uid_and_metrics(
 
 async def _assert_mail_metrics(client: httpx.AsyncClient) -> None:
     """Sent, queued, failed and retried per template, the latency histogram, the backlog."""
-    text = (await client.get("/metrics")).text
+    text = await scrape(client)
     for template, sent in (("ircc_published", 2), ("ircc_amended", 2), ("cpc_published", 0)):
         assert metric(text, "notifier_mails_sent_total", template=template) == sent
         assert metric(text, "notifier_mails_queued_total", template=template) == sent
@@ -81,7 +82,7 @@ async def _assert_no_lag(client: httpx.AsyncClient, topic: str) -> None:
     """``absch_consumer_lag_messages`` is reported for the topic's partitions and drops to 0."""
 
     async def caught_up() -> list[dict[str, str]] | None:
-        text = (await client.get("/metrics")).text
+        text = await scrape(client)
         lag = [s for s in samples(text, "absch_consumer_lag_messages") if s["topic"] == topic]
         values = [metric(text, "absch_consumer_lag_messages", **s) for s in lag]
         return lag if lag and all(v == 0 for v in values) else None

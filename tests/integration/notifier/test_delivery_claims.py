@@ -19,6 +19,7 @@ from services.notifier.context import NotifierContext
 from services.notifier.delivery import DeliveryWorker
 from shared.events import Topic
 from tests.support.mail import assert_one_mail_per_event_and_address, metric
+from tests.support.metrics import scrape
 from tests.support.notifier import FakeClock, notifier_settings, running_notifier
 from tests.support.poll import eventually
 from tools.smtp_sink import SmtpSink
@@ -111,10 +112,7 @@ async def test_two_instances_drain_a_backlog_mailing_each_pair_once(
 
         rows = await eventually(all_recorded, what="every delivery recorded as sent")
         sent_by = Counter(r.claimed_by for r in rows)
-        per_app = [
-            metric((await n.client.get("/metrics")).text, SENT, template="ircc_published")
-            for n in (a, b)
-        ]
+        per_app = [metric(await scrape(n.client), SENT, template="ircc_published") for n in (a, b)]
         events = [e for e in await outcomes(a.ctx) if e["type"] == "notification.delivered"]
 
     mails = smtp.mails

@@ -12,6 +12,7 @@ from shared.events import Topic, new_event
 from shared.events.models import CpcPublished
 from tests.support.communiques import communique, identifier
 from tests.support.mail import envelope_recipients, mails_about
+from tests.support.metrics import scrape
 from tests.support.notifier import (
     EventWriter,
     directory_event,
@@ -80,7 +81,7 @@ async def test_recipients_named_by_late_records_still_get_their_copy(
         mx_side = {"cna@mx.example", "nfp@mx.example", "holder@lab.example"}
         for event, want in ((ircc, mx_side), (cpc, mx_side | {"watcher@de.example"})):
             await eventually(_mailed(smtp, event.id, want), what=f"mails of {event.type}")
-        text = (await notifier.client.get("/metrics")).text
+        text = await scrape(notifier.client)
         assert "notifier_unresolved_references_total{" not in text
 
 
@@ -119,7 +120,7 @@ async def test_events_naming_unknown_records_park_and_never_block_others(
             await writer.send(Topic.CPC, event)
 
         async def parked() -> bool:
-            text = (await notifier.client.get("/metrics")).text
+            text = await scrape(notifier.client)
             return "notifier_parked_events 3.0" in text
 
         await eventually(parked, what="three CPCs parked")
@@ -140,7 +141,7 @@ async def test_events_naming_unknown_records_park_and_never_block_others(
                 timeout=30,
                 what="a parked CPC mailed after the wait",
             )
-        text = (await notifier.client.get("/metrics")).text
+        text = await scrape(notifier.client)
         assert "notifier_parked_events 0.0" in text
         assert 'notifier_unresolved_references_total{kind="cpc"} 3.0' in text
         log.info(f"unrelated IRCC mailed {took:.2f}s after it was sent, behind 3 parked CPCs")

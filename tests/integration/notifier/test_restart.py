@@ -8,6 +8,7 @@ from typing import Any
 from shared.events import Topic, topic_name
 from tests.support.communiques import identifier
 from tests.support.mail import assert_one_mail_per_event_and_address, consumed, mails_about, metric
+from tests.support.metrics import scrape
 from tests.support.notifier import (
     EventWriter,
     directory_event,
@@ -55,7 +56,7 @@ async def test_a_reread_from_the_start_sends_nothing_twice(
             late = ircc_event(permit("mx", identifier(cna)))
             await writer.send(Topic.IRCC, late)
             await eventually(lambda: len(mails_about(smtp, subject=late.subject)) == 2)
-            text = (await second.client.get("/metrics")).text
+            text = await scrape(second.client)
             assert metric(text, "notifier_mails_queued_total", template="ircc_published") == 2
 
     assert smtp.mails[: len(before)] == before

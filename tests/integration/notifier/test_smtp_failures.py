@@ -25,6 +25,7 @@ from tests.support.mail import (
     metric,
     wait_all_sent,
 )
+from tests.support.metrics import scrape
 from tests.support.notifier import (
     FakeClock,
     RunningNotifier,
@@ -70,7 +71,7 @@ async def test_mails_wait_out_an_smtp_outage_and_arrive_once(
 
         rows = await eventually(retrying, what="deliveries retrying")
         assert all(str(r["last_error"]).startswith("451") for r in rows)
-        text = (await stack.notifier.get("/metrics")).text
+        text = await scrape(stack.notifier)
         assert (metric(text, "notifier_mail_retries_total", template="ircc_published") or 0) > 0
         assert metric(text, "notifier_mails_sent_total", template="ircc_published") == 0
         assert smtp.mails == []
@@ -80,7 +81,7 @@ async def test_mails_wait_out_an_smtp_outage_and_arrive_once(
         assert sent == {mx.cna_address, mx.nfp_address}
         mails = mails_about(smtp, subject=uid)
         assert sorted(m.recipient for m in mails) == sorted(sent)
-        text = (await stack.notifier.get("/metrics")).text
+        text = await scrape(stack.notifier)
         assert metric(text, "notifier_mails_sent_total", template="ircc_published") == 2
         assert metric(text, "notifier_mails_failed_total", template="ircc_published") == 0
 
@@ -137,7 +138,7 @@ async def test_a_refused_address_fails_for_good_and_is_dead_lettered(
         assert dead[0].data.recipient == gone
         assert dead[0].data.event_id == failed[0].data.event_id
         assert "550" in str(dead[0].data.error)
-        text = (await stack.notifier.get("/metrics")).text
+        text = await scrape(stack.notifier)
         assert metric(text, "notifier_mails_failed_total", template="ircc_published") == 1
         assert metric(text, "notifier_mails_sent_total", template="ircc_published") == 2
 
@@ -158,7 +159,7 @@ async def _attempted_again(
 
 
 async def _metrics(notifier: RunningNotifier) -> str:
-    return (await notifier.client.get("/metrics")).text
+    return await scrape(notifier.client)
 
 
 async def _gauges(notifier: RunningNotifier, *, smtp_up: float, oldest_age: float) -> str:

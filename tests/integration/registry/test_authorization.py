@@ -50,7 +50,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 #   revoke          POST /v1/records/absPermit/{id}/revoke of a published IRCC
 #   approve|reject|recall  POST /v1/requests/{id}/... of a request opened by the target's NAU
 # Derivation (domain.py, DESIGN.md §4): nobody acts for another government; the admin
-# creates admins and NFPs, the NFP its PA, NAUs and CNA readers, the PA checkpoint
+# creates admins, NFPs and dashboard operators (government-less, like admins: the
+# government given is dropped), the NFP its PA, NAUs and CNA readers, the PA checkpoint
 # operators; focal points are the Secretariat's (admin only); contacts are saved and
 # published directly by the admin, NFP, PA and NAU; other national records are drafted by
 # the NFP, PA and NAU, published directly by the PA and through a request by the NAU; only
@@ -60,6 +61,7 @@ MATRIX = """
                        admin    nfp      pa       nau      cna      checkpoint
 user:admin             201/201  403/403  403/403  403/403  403/403  403/403
 user:nfp               201/201  403/403  403/403  403/403  403/403  403/403
+user:operator          201/201  403/403  403/403  403/403  403/403  403/403
 user:pa                403/403  201/403  403/403  403/403  403/403  403/403
 user:nau               403/403  201/403  403/403  403/403  403/403  403/403
 user:cna               403/403  201/403  403/403  403/403  403/403  403/403
@@ -227,7 +229,7 @@ async def test_write_endpoints_by_role_and_government(
         check(resp, expected)
         if not refused:
             assert resp.json()["role"] == arg
-            assert resp.json()["government"] == (None if arg == "admin" else gov)
+            assert resp.json()["government"] == (None if arg in {"admin", "operator"} else gov)
 
     elif kind == "save":
         record = new_record(world, arg, gov)

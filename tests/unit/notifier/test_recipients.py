@@ -516,6 +516,68 @@ def test_cpc_dedups_across_user_and_provider_sides(directory):
     assert roles(recipients)["cna@semarnat.example.mx"] == "checkpoint-contact"
 
 
+# --- whose side each copy is on (the delivery log shows a government its own only) -----
+
+
+def sides(recipients: list[Recipient]) -> dict[str, str | None]:
+    return {r.address: r.government for r in recipients}
+
+
+def test_every_ircc_copy_is_on_the_issuing_government_side(directory):
+    record = ircc("IRCC-1", "mx", "CNA-MX", providers=("PROVIDER",), pic_holders=("HOLDER",))
+
+    # The German PIC holder's contact names no government; the IRCC that named it does.
+    assert set(sides(recipients_for_ircc(record, directory)).values()) == {"mx"}
+    assert set(sides(recipients_for_expiry(record, directory)).values()) == {"mx"}
+
+
+def test_cpc_copies_split_between_the_user_and_each_provider_side(directory):
+    irccs = {"IRCC-MX": ircc("IRCC-MX", "mx", "CNA-MX"), "IRCC-BR": ircc("IRCC-BR", "br", "CNA-BR")}
+    record = cpc("de", ("CP-DE-ALL",), absIRCCs=[ref("IRCC-MX"), ref("IRCC-BR")])
+
+    assert sides(recipients_for_cpc(record, irccs.get, directory)) == {
+        "officer@checkpoint.example.de": "de",
+        "cna1@example.de": "de",
+        "cna2@example.de": "de",
+        "cna@semarnat.example.mx": "mx",
+        "officer@semarnat.example.mx": "mx",
+        "nfp@example.mx": "mx",
+        "cna@example.br": "br",
+        "nfp@example.br": "br",
+    }
+
+
+def test_cpc_without_ircc_copies_are_on_the_source_country_side(directory):
+    grantor = cpc(
+        "de",
+        ("CP-DE",),
+        absIRCCsNotAvailable=True,
+        entityWhoGrantedPIC=ref("GRANTOR@1"),
+        sourceCountries=[ref("za")],
+    )
+    countries = cpc(
+        "de", ("CP-DE",), absIRCCsNotAvailable=True, sourceCountries=[ref("za"), ref("BR")]
+    )
+
+    assert sides(recipients_for_cpc(grantor, lambda _id: None, directory)) == {
+        "officer@checkpoint.example.de": "de",
+        "grantor@example.za": "za",
+    }
+    assert sides(recipients_for_cpc(countries, lambda _id: None, directory)) == {
+        "officer@checkpoint.example.de": "de",
+        "cna@example.za": "za",
+        "nfp@example.za": "za",
+        "cna@example.br": "br",
+        "nfp@example.br": "br",
+    }
+
+
+def test_discrepancy_copies_are_on_the_provider_country_side(directory):
+    record = ircc("IRCC-MX", "mx", "CNA-MX")
+
+    assert set(sides(recipients_for_discrepancy("MX", record, directory)).values()) == {"mx"}
+
+
 # --- discrepancy and expiry -------------------------------------------------------------
 
 
