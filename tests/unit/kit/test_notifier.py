@@ -362,10 +362,13 @@ async def test_one_impossible_expiry_date_does_not_stop_the_expiry_sweep(
     await notifier.learn(*w.events)
     odd = permit("mx", w.cna) | {"dateOfIssuance": "0001-01-01", "dateOfExpiry": "0001-01-10"}
     due = permit("mx", w.cna) | {"dateOfIssuance": "2025-01-01", "dateOfExpiry": "2030-03-01"}
-    await notifier.learn(ircc_event(odd), ircc_event(due))
+    # Kept by an older version that checked less: a date that is no date at all.
+    broken = permit("mx", w.cna) | {"dateOfExpiry": "2030-02-30"}
+    await notifier.learn(ircc_event(odd), ircc_event(broken), ircc_event(due))
     notifier.ctx.clock = lambda: datetime(2030, 2, 1, 12, tzinfo=UTC)
 
     assert await sweep_expiry(notifier.ctx) == 1
+    assert await sweep_expiry(notifier.ctx) == 0  # the good one is notified exactly once
     templates = {
         address: template for address, (_, _, template) in (await notifier.deliveries()).items()
     }
