@@ -69,6 +69,20 @@ def _notify(
         )
 
 
+async def _ask_publishing_authorities(
+    ctx: RegistryContext,
+    session: AsyncSession,
+    req: RequestRow,
+    row: RecordRow,
+    *,
+    iteration: int = 1,
+    info: str | None = None,
+) -> None:
+    """Notify the government's PAs of a request (its opening or a reminder)."""
+    users = await _publishing_authorities(session, row.government)
+    _notify(ctx, session, users, req, row, "request", iteration=iteration, info=info)
+
+
 async def open_request(
     ctx: RegistryContext,
     session: AsyncSession,
@@ -94,15 +108,7 @@ async def open_request(
     session.add(req)
     await session.flush()
     row.pending_request_id = req.id
-    _notify(
-        ctx,
-        session,
-        await _publishing_authorities(session, row.government),
-        req,
-        row,
-        "request",
-        info=message,
-    )
+    await _ask_publishing_authorities(ctx, session, req, row, info=message)
     ctx.metrics.pending_requests.inc()
     return req
 
@@ -231,14 +237,8 @@ async def _sweep_one(ctx: RegistryContext, request_id: int) -> str | None:
             outcome = "timedout"
         elif age >= interval * (req.reminders_sent + 1):
             req.reminders_sent += 1
-            _notify(
-                ctx,
-                session,
-                await _publishing_authorities(session, row.government),
-                req,
-                row,
-                "request",
-                iteration=req.reminders_sent + 1,
+            await _ask_publishing_authorities(
+                ctx, session, req, row, iteration=req.reminders_sent + 1
             )
             outcome = "reminded"
         await session.commit()
