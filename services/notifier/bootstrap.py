@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.notifier.adapters.smtp import SmtpMailer
+from services.notifier.adapters.smtp import SmtpMailer, SmtpPool
 from services.notifier.adapters.tables import Base, OutboxRow
 from services.notifier.api import router
 from services.notifier.context import NotifierContext, utc_now
@@ -36,13 +36,16 @@ def bootstrap(settings: NotifierSettings, *, clock: Callable[[], datetime] = utc
     metrics = NotifierMetrics(CollectorRegistry())
     kit = Kit(settings, metrics.plumbing, Base.metadata, outbox=OutboxRow)
     assert kit.relay is not None
-    mailer = SmtpMailer(
-        settings.smtp_host,
-        settings.smtp_port,
-        username=settings.smtp_username,
-        password=settings.smtp_password,
-        starttls=settings.smtp_starttls,
-        timeout=settings.smtp_timeout,
+    mailer = SmtpPool(
+        lambda: SmtpMailer(
+            settings.smtp_host,
+            settings.smtp_port,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+            starttls=settings.smtp_starttls,
+            timeout=settings.smtp_timeout,
+        ),
+        settings.smtp_connections,
     )
     ctx = NotifierContext(
         settings=settings,

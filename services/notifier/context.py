@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.notifier.adapters.smtp import SmtpMailer
+from services.notifier.adapters.smtp import Mailer
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.projection import Projection
 from services.notifier.settings import NotifierSettings
@@ -28,7 +28,7 @@ class NotifierContext:
     sessions: async_sessionmaker[AsyncSession]
     projection: Projection
     relay: OutboxRelay
-    mailer: SmtpMailer
+    mailer: Mailer
     metrics: NotifierMetrics
     clock: Callable[[], datetime] = utc_now
     # True while the directory view has read its topic to the end (as of a recent poll).

@@ -21,6 +21,13 @@ class NotifierSettings(ServiceSettings):
     smtp_username: str | None = Field(default=None, validation_alias="SMTP_USERNAME")
     smtp_password: str | None = Field(default=None, validation_alias="SMTP_PASSWORD")
     smtp_starttls: bool = Field(default=False, validation_alias="SMTP_STARTTLS")
+    smtp_connections: int = Field(
+        default=4,
+        ge=1,
+        le=32,
+        description="SMTP connections a delivery worker sends over at once; after a crash at "
+        "most this many mails (those in flight) may go out a second time",
+    )
     smtp_timeout: float = Field(
         default=10.0, gt=0, description="seconds to wait for the SMTP server at each step"
     )

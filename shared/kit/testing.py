@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from email import message_from_bytes
 from email.message import Message
 from email.utils import getaddresses
 from types import TracebackType
@@ -186,6 +187,8 @@ class Mailer(Protocol):
 
     async def send(self, message: Message) -> None: ...
 
+    async def send_bytes(self, sender: str, recipient: str, data: bytes) -> None: ...
+
 
 class FakeMailer:
     """An in-memory :class:`Mailer`: accepted messages land in :attr:`sent`.
@@ -235,6 +238,10 @@ class FakeMailer:
             if failure is not None:
                 raise failure()
         self.sent.append(message)
+
+    async def send_bytes(self, sender: str, recipient: str, data: bytes) -> None:
+        """Accept a flattened message, as :meth:`send` accepts a built one."""
+        await self.send(message_from_bytes(data))
 
     async def close(self) -> None:
         """Nothing to close; remembered for assertions."""

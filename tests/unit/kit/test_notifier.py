@@ -3,10 +3,11 @@ in-memory mailer standing in for SMTP (no broker, no SMTP server)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any, cast
 
@@ -310,6 +311,45 @@ async def test_the_delivery_worker_sends_and_records_delivered(notifier: Notifie
     }
     assert await worker.run_once() == 0  # nothing sent twice
     assert len(notifier.mailer.sent) == 3
+
+
+class CountingMailer(FakeMailer):
+    """Keeps how many sends were in flight at once, and the wave each send belonged to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_flight = 0
+        self.most = 0
+
+    async def send_bytes(self, sender: str, recipient: str, data: bytes) -> None:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            for _ in range(3):  # let the other sends of the wave start
+                await asyncio.sleep(0)
+            await super().send_bytes(sender, recipient, data)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_a_batch_goes_out_in_waves_one_mail_per_connection(notifier: Notifier) -> None:
+    cpc = await queued_cpc(notifier)
+    mailer = CountingMailer()
+    settings = notifier.ctx.settings.model_copy(update={"smtp_connections": 2})
+    ctx = replace(notifier.ctx, settings=settings, mailer=cast(SmtpMailer, mailer))
+    assert await DeliveryWorker(ctx).run_once() == 3
+    assert mailer.most == 2  # two connections busy at once, never three
+    sent = {m["To"]: m for m in mailer.sent}
+    assert sorted(sent) == sorted([CONTACT, CNA, NFP])
+    # One event, one language: the same flattened body for every recipient, each with its
+    # own To and a Message-ID of its own.
+    assert len({m["Message-ID"] for m in mailer.sent}) == 3
+    assert all(m["X-ABSCH-Event-ID"] == cpc.id for m in mailer.sent)
+    assert {m.get_content_type() for m in mailer.sent} == {"multipart/alternative"}
+    # A flattened body is reused: copies built once share their random MIME boundary.
+    assert len({m.get_boundary() for m in mailer.sent}) < 3
+    rows = await notifier.harness.rows(DeliveryRow)
+    assert {(r.status, r.attempts) for r in rows} == {("sent", 1)}
 
 
 async def test_a_5xx_fails_the_delivery_at_once(notifier: Notifier) -> None:
