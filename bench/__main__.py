@@ -63,6 +63,13 @@ def summary(outcomes: dict[str, Outcome], session: Session) -> Table:
             n = traffic["cpcs"]
             t.add("Kafka messages per CPC", sum(traffic["messages"].values()) / n, "pipeline")
             t.add("Kafka bytes per CPC", sum(traffic["bytes"].values()) / n, "pipeline")
+    notifier = outcomes.get("notifier")
+    if notifier and notifier.data and notifier.data.get("pool_vs_raw_4conn"):
+        t.add(
+            "notifier: mail_bytes + pool / raw send, 4 connections (target >= 0.8)",
+            notifier.data["pool_vs_raw_4conn"],
+            "notifier",
+        )
     intake = outcomes.get("intake")
     if intake and intake.data:
         for row in intake.data.get("ratios", []):

@@ -26,8 +26,8 @@ from typing import Any, cast
 
 from bench.common import Outcome, Table, cpu_seconds, out, progress
 from bench.stack import Proc
-from services.notifier.adapters.smtp import SmtpMailer
-from services.notifier.delivery import to_message
+from services.notifier.adapters.smtp import SmtpMailer, SmtpPool
+from services.notifier.delivery import MailCache, mail_bytes, to_message
 from services.notifier.rendering import MailContext, render
 from tools.ports import free_port, wait_for_port
 
@@ -59,9 +59,13 @@ def _context() -> MailContext:
     )
 
 
-def _row(i: int, mail: Any) -> SimpleNamespace:
+SENDER = "no-reply@absch.example"
+RECIPIENTS = 6  # mails per CPC in the pipeline: one event, six recipients
+
+
+def _row(i: int, mail: Any, event: int | None = None) -> SimpleNamespace:
     return SimpleNamespace(
-        event_id=f"bench-{i}",
+        event_id=f"bench-{i if event is None else event}",
         recipient=f"user{i % 50}@de.example",
         mail_subject=mail.subject,
         subject="ABSCH-CPC-DE-1001-1",
@@ -92,7 +96,7 @@ async def run(session: Any) -> Outcome:
     prebuilt = to_message(ctx, _row(0, mail))  # type: ignore[arg-type]
     size = len(prebuilt.as_bytes())
     t = Table(
-        "notifier: SmtpMailer -> SmtpSink (separate process), one connection, one mail at a time",
+        "notifier: SmtpMailer and SmtpPool -> SmtpSink (separate process)",
         ["what", "mails/s", "ms per mail", "client CPU %", "sink CPU %"],
     )
     data: dict[str, Any] = {"message_bytes": size}
@@ -150,6 +154,35 @@ async def run(session: Any) -> Outcome:
             data[f"send_{k}conn_per_s"] = n / wall
             for m in mailers:
                 await m.close()
+            # What the delivery worker does per mail: mail_bytes (one flattened body per
+            # event, reused for its recipients) then SmtpPool.send_bytes, k at once.
+            pool = SmtpPool(lambda: SmtpMailer("127.0.0.1", port), k)
+            await asyncio.gather(*(pool.send(prebuilt) for _ in range(k)))
+            progress(f"notifier: mail_bytes + SmtpPool over {k} connections for {secs:.0f}s")
+            me0, sk0 = time.process_time(), cpu_seconds(sink.pid) or 0.0
+            t0 = time.perf_counter()
+            sent = 0
+            while time.perf_counter() - t0 < secs:
+                cache: MailCache = {}
+                wave = [_row(sent + i, mail, event=(sent + i) // RECIPIENTS) for i in range(k)]
+                await asyncio.gather(
+                    *(
+                        pool.send_bytes(SENDER, row.recipient, mail_bytes(ctx, row, cache))  # type: ignore[arg-type]
+                        for row in wave
+                    )
+                )
+                sent += k
+            wall = time.perf_counter() - t0
+            t.add(
+                f"mail_bytes + SmtpPool, {k} connections",
+                sent / wall,
+                1000 * wall / sent,
+                100 * (time.process_time() - me0) / wall,
+                100 * ((cpu_seconds(sink.pid) or 0.0) - sk0) / wall,
+            )
+            data[f"pool_{k}conn_per_s"] = sent / wall
+            data[f"pool_vs_raw_{k}conn"] = (sent / wall) / data[f"send_{k}conn_per_s"]
+            await pool.close()
     finally:
         sink.stop(10)
     for key, label, fn in (
