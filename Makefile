@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install sysdeps up test test-unit test-integration test-e2e lint fmt typecheck schemas clean
+.PHONY: help install sysdeps up migrate test test-unit test-integration test-e2e lint fmt typecheck schemas clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -20,6 +20,9 @@ install: $(STAMP) ## create .venv and install the project with its dev tools
 
 up: $(STAMP) ## run everything locally: broker, SMTP sink, four services, demo data
 	$(PY) -m tools.devstack
+
+migrate: $(STAMP) ## bring every service's database (settings from the environment) to head
+	$(PY) -m tools.migrate --all
 
 sysdeps: ## install the Debian tools some tests use (when root and missing)
 	@scripts/sysdeps.sh

@@ -17,6 +17,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.kit.failures import is_transient
+from shared.version import VERSION
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -34,8 +35,17 @@ class FieldProblem(BaseModel):
     message: str
 
 
+class ValidationIssue(BaseModel):
+    """One entry of a record validation report, as the clearing-house writes it: an ABSCH
+    code (``Error.Mandatory``, ``Error.InvalidValue``, ...) and the property's path."""
+
+    code: str
+    property: str
+
+
 class Problem(BaseModel):
-    """RFC 9457 problem details; ``errors`` names each failing field."""
+    """RFC 9457 problem details; ``errors`` names each failing field. A refused record also
+    carries ``validation``: the same failures as ABSCH ``{code, property}`` entries."""
 
     type: str = "about:blank"
     title: str
@@ -43,6 +53,7 @@ class Problem(BaseModel):
     detail: str | None = None
     instance: str | None = None
     errors: list[FieldProblem] | None = None
+    validation: list[ValidationIssue] | None = None
 
 
 class ProblemError(Exception):
@@ -177,17 +188,28 @@ class Health(BaseModel):
     details: dict[str, str] = {}
 
 
+class Liveness(BaseModel):
+    """``/healthz``: alive, which release, on which schema revision of its database."""
+
+    status: str
+    version: str
+    schema_revision: str | None = None  # None until the start checked the database
+
+
 def install_health(
     app: FastAPI,
     readiness: ReadinessCheck,
     details: Callable[[], dict[str, str]] | None = None,
+    schema_revision: Callable[[], str | None] | None = None,
 ) -> None:
-    """``/healthz`` (process alive) and ``/readyz`` (dependencies reachable)."""
+    """``/healthz`` (process alive, release and schema revision) and ``/readyz``
+    (dependencies reachable)."""
 
-    @app.get("/healthz", tags=["health"], response_model=Health)
-    async def healthz() -> Health:
-        """The process is alive."""
-        return Health(status="ok")
+    @app.get("/healthz", tags=["health"], response_model=Liveness)
+    async def healthz() -> Liveness:
+        """The process is alive; the release it runs and its database's schema revision."""
+        revision = schema_revision() if schema_revision is not None else None
+        return Liveness(status="ok", version=VERSION, schema_revision=revision)
 
     @app.get("/readyz", tags=["health"], response_model=Health, responses={503: {"model": Health}})
     async def readyz() -> JSONResponse:

@@ -9,7 +9,8 @@
 
 Each is a 422 problem naming the field (a dotted path into the body). JSON bodies are
 parsed here once to walk them; the body limit runs before, so at most that many bytes are
-parsed. A body that is not JSON is left to the route (which refuses it as it would).
+parsed. A body that is not JSON is left to the route (which refuses it as it would), and so
+is the body of a method no route serves at the path: that is a 405 whatever it holds.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.http import BODY_FIELD, problem_response, validation_problem
@@ -95,6 +97,14 @@ def inspect_body(body: bytes, as_json: bool) -> list[dict[str, Any]]:
     return []
 
 
+def method_not_served(scope: Scope) -> bool:
+    """True when some route serves the path but none with this method: the router answers
+    405 (with ``Allow``) and never reads the body."""
+    routes = getattr(getattr(scope.get("app"), "router", None), "routes", None) or []
+    found = {route.matches(scope)[0] for route in routes}
+    return Match.FULL not in found and Match.PARTIAL in found
+
+
 class CheckInput:
     """ASGI middleware: refuse NUL in the path or query, and bad text or depth in the body."""
 
@@ -112,7 +122,7 @@ class CheckInput:
         elif b"%00" in query or b"\x00" in query:
             errors = [{"loc": ("<query>",), "msg": "must not contain a NUL character"}]
         messages: list[Message] = []
-        if not errors:
+        if not errors and not method_not_served(scope):
             while True:
                 message = await receive()
                 messages.append(message)

@@ -34,14 +34,16 @@ def create_app(
     readiness: ReadinessCheck,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     readiness_details: Callable[[], dict[str, str]] | None = None,
+    schema_revision: Callable[[], str | None] | None = None,
 ) -> FastAPI:
-    """A FastAPI app with problem+json errors, health, metrics, correlation ids and a
-    request body limit (413 over ``max_body_bytes``)."""
+    """A FastAPI app with problem+json errors, health (``/healthz`` carries the release and
+    ``schema_revision()``), metrics, correlation ids and a request body limit (413 over
+    ``max_body_bytes``)."""
     app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
     install_problem_handlers(app)
     install_openapi(app)
     app.add_middleware(CheckInput)
-    install_health(app, readiness, readiness_details)
+    install_health(app, readiness, readiness_details, schema_revision)
     # The last added runs first: Correlate, CountRequests, LimitBody, CheckInput, routes.
     # The limit sits just inside correlation ids and request counting (neither reads the
     # body), so a 413 is correlated and counted, and comes before anything that reads

@@ -6,6 +6,9 @@ revision. The real ABSCH client never writes an environment marker itself (its `
 filter concatenates the realm's ``uIdPrefix``, which is ``ABSCH`` even for ABS-DEV), but its
 record loader strips the first ``-dev``/``-trg`` it finds anywhere in a UID before splitting
 it, so :func:`parse_uid` drops one ``DEV``/``TRG`` segment at any position after the prefix.
+
+The real Solr index names a national record by a 24-hex ``id`` whose characters 15-23 are
+the documentID ([C8]); :func:`format_solr_id` and :func:`parse_solr_id` convert both ways.
 """
 
 from __future__ import annotations
@@ -37,6 +40,16 @@ _GOVERNMENT = re.compile(r"[A-Z]{2}")
 _DIGITS = re.compile(r"[0-9]+")
 _REFERENCE = re.compile(r"([A-Za-z0-9_.\-]{1,128})(?:@([0-9]+))?")
 _REFERENCE_ID = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+
+# Solr ids of national records [C8]: ABSCH's ``integerToHex(d, "nationalrecord")`` writes the
+# hex documentID over the end of ``52000000cbd0800000000000`` and ``hexToInteger`` reads
+# characters 15-23 back; SCBD's other pages strip ``52000000cbd08``. We emit the 15 fixed
+# characters every real id of a national record starts with (``52000000cbd0800``, sample
+# 09) and 9 hex digits, so both decoders give the documentID back.
+SOLR_ID_PREFIX = "52000000cbd0800"
+SOLR_ID_DIGITS = 9
+MAX_SOLR_DOCUMENT_ID = 16**SOLR_ID_DIGITS - 1
+_SOLR_ID = re.compile(SOLR_ID_PREFIX + r"([0-9a-f]{9})", re.IGNORECASE)
 
 
 class UidError(ValueError):
@@ -155,6 +168,44 @@ def format_reference(identifier: str, revision: int | None = None) -> str:
     if isinstance(revision, bool) or revision < 1 or revision > MAX_ID:
         raise BadReference("reference revision must be a positive integer")
     return f"{identifier}@{revision}"
+
+
+def format_solr_id(document_id: int) -> str:
+    """The real index's ``id`` of the record with ``document_id`` [C8] (lower-case hex).
+
+    Raises ``UidError`` for a documentID the 9 hex digits cannot hold (over 68.7 billion).
+    """
+    _check_positive(document_id, "document id")
+    if document_id > MAX_SOLR_DOCUMENT_ID:
+        raise UidError(f"document id {document_id} does not fit the 9 hex digits of a Solr id")
+    return f"{SOLR_ID_PREFIX}{document_id:0{SOLR_ID_DIGITS}x}"
+
+
+def solr_id_of(document_id: int) -> str | None:
+    """:func:`format_solr_id`, or None when the documentID has no Solr id."""
+    try:
+        return format_solr_id(document_id)
+    except UidError:
+        return None
+
+
+def parse_solr_id(text: str) -> int:
+    """The documentID a national record's Solr ``id`` holds (any letter case) [C8].
+
+    Only ids with the national-record prefix are accepted: the index's other kinds of
+    record (meetings, notifications, news) use other prefixes and are not ours.
+    """
+    if not isinstance(text, str):
+        raise UidError("Solr id must be a string")
+    match = _SOLR_ID.fullmatch(text.strip())
+    if match is None:
+        raise UidError(
+            f"Solr id must be {SOLR_ID_PREFIX!r} followed by {SOLR_ID_DIGITS} hex digits"
+        )
+    document_id = int(match.group(1), 16)
+    if document_id == 0:
+        raise UidError("the document id of a Solr id must be a positive integer")
+    return document_id
 
 
 def _drop_environment(parts: list[str]) -> list[str]:

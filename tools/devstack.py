@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -123,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     smtp_port = args.smtp_port or free_port()
     env = _env(state, broker_port, smtp_port, admin_token)
     py = sys.executable
+    # The services refuse to start on a database behind their schema: migrate all four
+    # first, as compose's one-shot <name>-migrate services do (a kept var/dev is upgraded).
+    if subprocess.run([py, "-m", "tools.migrate", "--all"], env=env, check=False).returncode:
+        log.error("migrations failed; nothing started")
+        return 1
     manager = Manager()
     manager.add_process("broker", f"{py} -m tools.broker --port {broker_port}", env=env)
     manager.add_process(

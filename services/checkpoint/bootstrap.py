@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from services.checkpoint.adapters.tables import Base, OutboxRow
 from services.checkpoint.api import install_error_mapping, router
 from services.checkpoint.context import CheckpointContext, CheckpointMetrics, utc_now
+from services.checkpoint.migrations import MIGRATIONS
 from services.checkpoint.settings import CheckpointSettings
 from shared.kit.assemble import Kit
 
@@ -18,7 +19,7 @@ from shared.kit.assemble import Kit
 def bootstrap(settings: CheckpointSettings, *, clock: Callable[[], datetime] = utc_now) -> FastAPI:
     """The checkpoint app; its kit keeps the directory view and runs the outbox relay."""
     metrics = CheckpointMetrics(CollectorRegistry())
-    kit = Kit(settings, metrics.plumbing, Base.metadata, outbox=OutboxRow)
+    kit = Kit(settings, metrics.plumbing, Base.metadata, outbox=OutboxRow, migrations=MIGRATIONS)
     assert kit.relay is not None
     ctx = CheckpointContext(
         settings=settings,

@@ -30,6 +30,11 @@ class CheckpointMetrics:
             "Communiqués accepted and published",
             registry=registry,
         )
+        self.amended = Counter(
+            "checkpoint_communiques_amended_total",
+            "Amendments accepted (a new revision of a published communiqué)",
+            registry=registry,
+        )
         self.replayed = Counter(
             "checkpoint_idempotent_replays_total",
             "Submissions answered from an earlier Idempotency-Key",

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from shared.auth import Principal, Role
+from shared.records import AbsCheckpointCommunique
 from shared.records.common import is_missing
 
 CPC_SCHEMA = "absCheckpointCommunique"
@@ -47,6 +48,21 @@ def for_publication(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k != "notes"}
 
 
+def submission_warnings(record: AbsCheckpointCommunique) -> list[dict[str, str]]:
+    """What is accepted as sent but worth the submitter's look, as ``{"field", "message"}``."""
+    warnings = [
+        {
+            "field": field,
+            "message": "belongs to a communiqué without IRCC; kept as sent although absIRCCs "
+            "are cited (the ABSCH web form would remove it)",
+        }
+        for field in record.mixed_branch_fields()
+    ]
+    if record.own_country_in_sources():
+        warnings.append({"field": "sourceCountries", "message": "includes the issuing government"})
+    return warnings
+
+
 def _missing(value: object) -> bool:
     """Absent or empty; an lstring counts only its text values (raw bodies may hold junk)."""
     if isinstance(value, dict):
@@ -83,3 +99,16 @@ def branch_errors(body: dict[str, Any]) -> list[dict[str, str]]:
     elif _missing(body.get("absIRCCs")):
         require("absIRCCs", "is required unless absIRCCsNotAvailable is true")
     return errors
+
+
+def changed_fields(previous: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Names of the fields whose values differ between two revisions, sorted; ``header``
+    is compared part by part (``header.languages``), since its identifier never changes."""
+    changed: set[str] = set()
+    for name in previous.keys() | current.keys():
+        old, new = previous.get(name), current.get(name)
+        if name == "header" and isinstance(old, dict) and isinstance(new, dict):
+            changed |= {f"header.{k}" for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
+        elif old != new:
+            changed.add(name)
+    return sorted(changed)

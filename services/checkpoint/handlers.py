@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import String, cast, or_, select
+from sqlalchemy import String, cast, select
 from sqlalchemy.exc import IntegrityError
 
 from services.checkpoint.adapters.tables import (
@@ -25,6 +25,7 @@ from services.checkpoint.domain import (
     check_can_submit,
     check_may_submit_at_all,
     for_publication,
+    submission_warnings,
 )
 from shared.auth import Principal
 from shared.events import CloudEvent, Topic, new_event
@@ -32,7 +33,7 @@ from shared.events.models import CpcPublished
 from shared.kit.directory import DirectoryView
 from shared.kit.outbox import stage
 from shared.records import AbsCheckpointCommunique, parse_record, record_errors
-from shared.uid import BadReference, UidError, format_uid, parse_reference, parse_uid
+from shared.uid import BadReference, format_uid, parse_reference
 
 
 class InvalidCommunique(Exception):
@@ -57,7 +58,7 @@ class Submitted:
 
     uid: str
     replayed: bool = False
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[dict[str, str]] = field(default_factory=list)  # {"field", "message"}
 
 
 def _validate(body: dict[str, Any]) -> AbsCheckpointCommunique:
@@ -225,42 +226,13 @@ async def _submit(
     except IntegrityError:  # the same key raced us (answer as the winner did), or the identifier
         if idempotency_key and (done := await _replay(ctx, principal, idempotency_key, digest)):
             return done
-        raise Conflict("a communiqué with this header.identifier exists") from None
+        raise Conflict(
+            "a communiqué with this header.identifier exists: amend it with "
+            "POST /v1/communiques/{uid}/amend"
+        ) from None
     ctx.relay.wake()
     ctx.metrics.submitted.inc()
-    warnings = []
-    if record.own_country_in_sources():
-        warnings.append("sourceCountries includes the issuing government")
-    return Submitted(uid, warnings=warnings)
-
-
-async def get(ctx: CheckpointContext, uid: str) -> CommuniqueRow:
-    """A communiqué by UID (revision optional) or header.identifier."""
-    wanted = uid.strip()
-    conditions = [CommuniqueRow.uid == wanted.upper(), CommuniqueRow.identifier == wanted]
-    try:
-        parsed = parse_uid(wanted)
-    except UidError:
-        parsed = None
-    if parsed is not None and parsed.revision is None:
-        # A whole revision-less UID is a permanent link: any revision of that document,
-        # never a mere prefix of some other UID.
-        conditions.append(CommuniqueRow.uid.like(_like_prefix(wanted.upper()) + "-%", escape="\\"))
-    async with ctx.sessions() as session:
-        candidates = (await session.scalars(select(CommuniqueRow).where(or_(*conditions)))).all()
-    row = next(
-        (
-            c
-            for c in candidates
-            if c.uid == wanted.upper()
-            or c.identifier == wanted
-            or c.uid.rsplit("-", 1)[0] == wanted.upper()
-        ),
-        None,
-    )
-    if row is None:
-        raise NotFound(f"no communiqué {uid!r}")
-    return row
+    return Submitted(uid, warnings=submission_warnings(record))
 
 
 def _like_prefix(text: str) -> str:

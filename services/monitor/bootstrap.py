@@ -15,13 +15,20 @@ from services.monitor.api import dashboard_router, install_error_mapping, router
 from services.monitor.cases import CaseStore
 from services.monitor.directory import Checkpoints
 from services.monitor.metrics import MonitorMetrics
+from services.monitor.migrations import MIGRATIONS
 from services.monitor.settings import MonitorSettings
 from services.monitor.worker import MonitorWorker
 from shared.events import CloudEvent, Topic
 from shared.kit.assemble import Kit
 from shared.kit.consumer import Delivery
 
-CHECKED_TYPES = ("ircc.published", "ircc.amended", "ircc.revoked", "cpc.published")
+CHECKED_TYPES = (
+    "ircc.published",
+    "ircc.amended",
+    "ircc.revoked",
+    "cpc.published",
+    "cpc.amended",
+)
 
 
 def utc_now() -> datetime:
@@ -43,7 +50,7 @@ def bootstrap(settings: MonitorSettings, *, clock: Callable[[], datetime] = utc_
     """The monitor app; its kit runs the checking consumer, the case consumer and the
     recheck timer."""
     metrics = MonitorMetrics(CollectorRegistry())
-    kit = Kit(settings, metrics.plumbing, Base.metadata, outbox=OutboxRow)
+    kit = Kit(settings, metrics.plumbing, Base.metadata, outbox=OutboxRow, migrations=MIGRATIONS)
     assert kit.relay is not None
     prefix = settings.kafka_topic_prefix
     cases = CaseStore(kit.sessions, kit.relay, prefix, clock)

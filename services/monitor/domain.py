@@ -16,7 +16,7 @@ from datetime import date
 from enum import StrEnum
 from typing import Any
 
-from shared.uid import format_uid
+from shared.uid import UidError, format_uid, parse_uid
 
 Record = dict[str, Any]
 
@@ -181,6 +181,19 @@ def _is_revocation(body: Record) -> bool:
     return body.get("amendmentIntent") in (REVOKE_INTENT, str(REVOKE_INTENT))
 
 
+def first_revision_uid(cpc_uid: str) -> str:
+    """The UID a communiqué was first published under (``…-1``): what its findings are
+    named after, so a finding that still holds on an amended revision keeps its id, and
+    its case. A UID with revision 1, or text that is no UID with a revision, is unchanged."""
+    try:
+        revision = parse_uid(cpc_uid).revision
+    except UidError:
+        return cpc_uid
+    if revision is None or revision == 1:
+        return cpc_uid
+    return f"{cpc_uid.rsplit('-', 1)[0]}-1"
+
+
 def finding_id(cpc_uid: str, rule: str, ircc_uid: str | None) -> str:
     """Deterministic discrepancy id: sha256 of ``cpc_uid|rule|ircc_uid``, 32 hex chars."""
     text = f"{cpc_uid}|{rule}|{ircc_uid or ''}"
@@ -200,7 +213,8 @@ class Finding:
     evidence: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "id", finding_id(self.cpc_uid, self.rule, self.ircc_uid))
+        key = first_revision_uid(self.cpc_uid)
+        object.__setattr__(self, "id", finding_id(key, self.rule, self.ircc_uid))
 
     def to_data(self) -> dict[str, Any]:
         """Fields of a ``DiscrepancyEvent`` payload (status and case fields excluded)."""

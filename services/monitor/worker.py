@@ -3,7 +3,11 @@
 - ``absch.ircc.v1`` and ``absch.cpc.v1`` are read by one consumer group
   (``absch-monitor``); offsets are committed after the event's transaction.
 - An IRCC event folds into the IRCC's state and re-evaluates every stored citation of it;
-  a CPC stores one citation per cited IRCC plus the CPC itself and evaluates each.
+  a CPC stores one citation per cited IRCC plus the CPC itself and evaluates each. An
+  amended CPC (``cpc.amended``) is evaluated the same way; the revision it amends hands
+  over its stored findings (their ids name the communiqué, not the revision) and is
+  retired, so what no longer holds is cleared, what is new is flagged, and nothing looks
+  at the old revision again.
 - Findings, the cases they open or clear and the ``discrepancy.*`` events they cause are
   written in that same transaction (the events through the outbox), so a crash keeps all
   or none: a redelivered event finds its findings stored and raises nothing twice.
@@ -38,6 +42,7 @@ from shared.events.models import CpcPublished, IrccEvent
 from shared.kit.consumer import Delivery, Tx
 from shared.kit.failures import is_transient
 from shared.kit.outbox import OutboxRelay, stage
+from shared.uid import UidError, parse_uid
 
 log = logging.getLogger(__name__)
 
@@ -134,27 +139,93 @@ class MonitorWorker:
         data: CpcPublished,
         received_at: datetime,
     ) -> None:
+        """Check a CPC revision (``cpc.published`` or ``cpc.amended``): an older stored
+        revision of the same communiqué hands its findings over and is retired; a revision
+        older than one already seen changes nothing."""
+        stale, previous = await self._previous_revision(session, data.uid)
+        if stale:
+            log.info("%s is older than a revision already checked: ignored", data.uid)
+            return
+        old_citations = await store.citations_by(session, previous) if previous else {}
         cited = cited_irccs(data.record)
-        states = await store.lock_irccs(session, cited)
+        states = await store.lock_irccs(session, {*cited, *old_citations})
+        old_cpc = await store.lock_cpc(session, previous) if previous else None
+        # Grace for an unknown reference runs from when the communiqué first named it.
+        cpc_received = old_cpc["received_at"] if old_cpc else received_at
         citations = {
-            ident: ev.Citation(data.uid, data.record, reference, received_at)
+            ident: ev.Citation(
+                data.uid,
+                data.record,
+                reference,
+                old_citations[ident].received_at if ident in old_citations else received_at,
+            )
             for ident, reference in cited.items()
         }
         keys = {ident: ev.citation_key(ident, data.uid) for ident in cited}
+        old_keys = {ident: ev.citation_key(ident, previous or "") for ident in old_citations}
+        cpc_key = ev.CPC_KEY_PREFIX + data.uid
+        old_cpc_key = ev.CPC_KEY_PREFIX + previous if previous else None
         # Writes first: on SQLite they take the write lock before anything is read.
-        await store.put_cpc(session, data.uid, data.record, received_at)
+        await store.put_cpc(session, data.uid, data.record, cpc_received)
         await store.put_citations(session, citations)
-        rows = await store.findings_of(session, [*keys.values(), ev.CPC_KEY_PREFIX + data.uid])
+        rows = await store.findings_of(
+            session,
+            [*keys.values(), cpc_key, *old_keys.values(), *([old_cpc_key] if old_cpc_key else [])],
+        )
+
+        def carried(key: str | None) -> dict[str, Any] | None:
+            row = rows.get(key) if key else None
+            return row.stored if row else None
+
         now = self.clock()
         for ident, citation in citations.items():
             self.metrics.citations_checked.inc()
             findings, due = ev.citation_findings(
                 citation, states.get(ident), now=now, grace=self.grace
             )
-            await self._apply(session, out, keys[ident], rows.get(keys[ident]), findings, due)
+            await self._apply(
+                session,
+                out,
+                keys[ident],
+                rows.get(keys[ident]),
+                findings,
+                due,
+                carried=carried(old_keys.get(ident)),
+            )
         self.metrics.cpcs_checked.inc()
-        cpc = {"cpc_uid": data.uid, "cpc": data.record, "received_at": received_at}
-        await self._evaluate_cpc(session, out, cpc, rows.get(ev.CPC_KEY_PREFIX + data.uid))
+        cpc = {"cpc_uid": data.uid, "cpc": data.record, "received_at": cpc_received}
+        await self._evaluate_cpc(session, out, cpc, rows.get(cpc_key), carried(old_cpc_key))
+        if previous:
+            # IRCCs the new revision no longer cites: their findings no longer hold.
+            for ident, key in old_keys.items():
+                if ident not in cited:
+                    await self._apply(session, out, key, rows.get(key), [], None)
+            await store.retire_cpc(session, previous, [*old_keys.values(), str(old_cpc_key)])
+
+    async def _previous_revision(
+        self, session: AsyncSession, cpc_uid: str
+    ) -> tuple[bool, str | None]:
+        """Lock the communiqué and note ``cpc_uid`` as its latest revision: ``(stale,
+        previous)``, stale when a later revision was seen already, else the UID of the older
+        revision stored (to hand over and retire) or None. A ``cpc_uid`` that is no UID with
+        a revision stands alone."""
+        try:
+            revision = parse_uid(cpc_uid).revision
+        except UidError:
+            revision = None
+        if revision is None:
+            return False, None
+        communique = cpc_uid.rsplit("-", 1)[0]
+        seen, seen_uid = await store.lock_communique(session, communique)
+        if seen >= revision:
+            # Equal: a redelivery, whose own stored findings keep it from repeating itself.
+            return seen > revision, None
+        await store.set_communique(session, communique, revision, cpc_uid)
+        if seen:
+            return False, seen_uid
+        # Stored before revisions were tracked: only a first revision can be.
+        first = f"{communique}-1"
+        return False, first if revision > 1 and await store.has_cpc(session, first) else None
 
     async def _evaluate_cpc(
         self,
@@ -162,6 +233,7 @@ class MonitorWorker:
         out: list[tuple[str, str]],
         cpc: dict[str, Any],
         row: FindingsRow | None,
+        carried: dict[str, Any] | None = None,
     ) -> None:
         findings, due = ev.cpc_findings(
             cpc["cpc_uid"],
@@ -171,7 +243,8 @@ class MonitorWorker:
             now=self.clock(),
             grace=self.grace,
         )
-        await self._apply(session, out, ev.CPC_KEY_PREFIX + cpc["cpc_uid"], row, findings, due)
+        key = ev.CPC_KEY_PREFIX + cpc["cpc_uid"]
+        await self._apply(session, out, key, row, findings, due, carried=carried)
 
     async def recheck(self, item: str) -> None:
         """Evaluate one stored item (a citation or a CPC) again, under its lock."""
@@ -235,13 +308,19 @@ class MonitorWorker:
         row: FindingsRow | None,
         findings: list[Finding],
         due: datetime | None,
+        *,
+        carried: dict[str, Any] | None = None,
     ) -> None:
-        change = ev.transition(row.stored if row else {}, findings)
+        """Compare ``findings`` with those stored for ``item`` (or, for an item not stored
+        yet, those ``carried`` over from the revision it amends): stage what changed."""
+        change = ev.transition(row.stored if row else carried or {}, findings)
         for event in change.events:
             stage(session, OutboxRow, self._topic, event, key=event.data.id)
             await apply_finding_event(session, event)
         out += [("flagged", r) for r in change.flagged] + [("cleared", r) for r in change.cleared]
-        store.save_findings(session, item, row, change.stored if change.events else None, due)
+        moved = row is None and bool(carried)
+        stored = change.stored if change.events or moved else None
+        store.save_findings(session, item, row, stored, due)
 
     async def _recheck_loop(self) -> None:
         while True:

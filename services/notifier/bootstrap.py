@@ -19,6 +19,7 @@ from services.notifier.delivery import DeliveryWorker
 from services.notifier.expiry import ExpiryScheduler
 from services.notifier.handlers import SPECS, mail_handler, settle
 from services.notifier.metrics import NotifierMetrics
+from services.notifier.migrations import MIGRATIONS
 from services.notifier.parking import ParkingWorker
 from services.notifier.projection import Projection
 from services.notifier.settings import NotifierSettings
@@ -34,7 +35,7 @@ def bootstrap(settings: NotifierSettings, *, clock: Callable[[], datetime] = utc
     expiry sweep and the relay. ``clock`` decides "now" for deliveries and "today" for
     expiry notices."""
     metrics = NotifierMetrics(CollectorRegistry())
-    kit = Kit(settings, metrics.plumbing, Base.metadata, outbox=OutboxRow)
+    kit = Kit(settings, metrics.plumbing, Base.metadata, outbox=OutboxRow, migrations=MIGRATIONS)
     assert kit.relay is not None
     mailer = SmtpPool(
         lambda: SmtpMailer(

@@ -14,7 +14,7 @@ holding its partition.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,7 +28,7 @@ from services.notifier.adapters.tables import DeliveryRow, ProcessedEvent
 from services.notifier.context import NotifierContext
 from services.notifier.rendering import DiscrepancyFacts, MailContext, render
 from shared.events import CloudEvent
-from shared.events.models import CpcPublished, DiscrepancyEvent, IrccEvent
+from shared.events.models import CpcAmended, CpcPublished, DiscrepancyEvent, IrccEvent
 from shared.kit.consumer import Delivery, Tx, TxHandler
 
 log = logging.getLogger(__name__)
@@ -141,6 +141,7 @@ async def enqueue(
 
 
 Built = tuple[MailJob, list[domain.Recipient], MailContext]
+Earlier = Callable[[AsyncSession, CloudEvent[Any]], Awaitable[list[domain.Recipient]]]
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,9 @@ class MailSpec:
     kind: str
     missing: Callable[[NotifierContext, CloudEvent[Any]], list[str]]
     build: Callable[[NotifierContext, CloudEvent[Any]], Built]
+    # Recipients of the record's earlier copies, read in the mail's transaction; they get
+    # this one too (after those the rules name, whose roles win).
+    earlier: Earlier | None = None
 
 
 def _ircc_missing(ctx: NotifierContext, event: CloudEvent[Any]) -> list[str]:
@@ -181,21 +185,58 @@ def _cpc_missing(ctx: NotifierContext, event: CloudEvent[Any]) -> list[str]:
 
 
 def _cpc_build(ctx: NotifierContext, event: CloudEvent[Any]) -> Built:
-    """CPC published: user-country side and provider side (DESIGN.md §5)."""
+    """CPC published or amended: user-country side and provider side (DESIGN.md §5); an
+    amendment's mail says why and which fields changed."""
     data: CpcPublished = event.data
     record = data.record
     projection = ctx.projection
     recipients = domain.recipients_for_cpc(record, projection.ircc, projection.directory)
     cited = domain.reference_ids(record.get("absIRCCs"))
     checkpoints = domain.reference_ids(record.get("absCheckpoints"))
+    amended = data if isinstance(data, CpcAmended) else None
     context = MailContext(
         uid=data.uid,
         public_base_url=ctx.settings.public_base_url,
         event_type=event.type,
         record=record,
+        reason=amended.reason if amended else None,
         labels=labels(ctx, cited + checkpoints),
+        changed=tuple(amended.changed) if amended else (),
+        previous_uid=amended.previous_uid if amended else None,
     )
-    return MailJob.of(event, "cpc_published"), list(recipients), context
+    template = "cpc_amended" if amended else "cpc_published"
+    return MailJob.of(event, template), list(recipients), context
+
+
+CPC_MAIL_TYPES = ("cpc.published", "cpc.amended")
+
+
+async def _earlier_cpc_recipients(
+    session: AsyncSession, event: CloudEvent[Any]
+) -> list[domain.Recipient]:
+    """Who got the first publication's copy, or the revision's this one amends (which went
+    to all of them too): an amendment reaches the same people, even a party it no longer
+    cites."""
+    data = event.data
+    if not isinstance(data, CpcAmended):
+        return []
+    first = f"{data.uid.rsplit('-', 1)[0]}-1"
+    rows = await session.execute(
+        select(
+            DeliveryRow.recipient, DeliveryRow.language, DeliveryRow.role, DeliveryRow.government
+        )
+        .where(
+            DeliveryRow.subject.in_({first, data.previous_uid}),
+            DeliveryRow.event_type.in_(CPC_MAIL_TYPES),
+        )
+        .order_by(DeliveryRow.id)
+    )
+    found: dict[str, domain.Recipient] = {}
+    for address, language, role, government in rows:
+        found.setdefault(
+            address, domain.Recipient(address, language, role, "", address, government)
+        )
+    return list(found.values())
 
 
 def _discrepancy_missing(ctx: NotifierContext, event: CloudEvent[Any]) -> list[str]:
@@ -246,6 +287,7 @@ SPECS: dict[str, MailSpec] = {
     "ircc.amended": _IRCC,
     "ircc.revoked": _IRCC,
     "cpc.published": MailSpec("cpc", _cpc_missing, _cpc_build),
+    "cpc.amended": MailSpec("cpc", _cpc_missing, _cpc_build, _earlier_cpc_recipients),
     "discrepancy.flagged": MailSpec("discrepancy", _discrepancy_missing, _discrepancy_build),
 }
 
@@ -279,6 +321,8 @@ async def settle(
             missing,
         )
     job, recipients, context = spec.build(ctx, event)
+    if spec.earlier is not None:
+        recipients += await spec.earlier(session, event)
     enqueue_in(ctx, session, job, recipients, context, known=known)
     return True
 

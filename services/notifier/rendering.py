@@ -36,12 +36,23 @@ KIND_BY_EVENT: dict[str, str] = {
     "ircc.amended": "ircc_amended",
     "ircc.revoked": "ircc_revoked",
     "cpc.published": "cpc_published",
+    "cpc.amended": "cpc_amended",
     "discrepancy.flagged": "discrepancy_flagged",
 }
 # The expiry reminder is not driven by an event but by the daily expiry check.
 KINDS: tuple[str, ...] = (*KIND_BY_EVENT.values(), "ircc_expiry")
 COMMERCIAL = "5E833A3F-87D1-4ADD-8701-9F1B76383017"
 NON_COMMERCIAL = "60EA2F49-A9DD-406F-921A-8A1C9AA8DFDD"
+CPC_KINDS = frozenset({"cpc_published", "cpc_amended"})
+# Fields of a communiqué an amendment mail names by their label too (message key).
+FIELD_LABELS = {
+    "absCheckpoints": "checkpoints",
+    "absIRCCs": "cited_irccs",
+    "description": "description",
+    "government": "issuing_country",
+    "sourceCountries": "source_countries",
+    "subjectMatter": "subject_matter",
+}
 TEMPLATES = Path(__file__).with_name("templates")
 RTL_LANGUAGES = frozenset({"ar"})
 
@@ -71,6 +82,7 @@ class MailContext:
     CPC for CPC and discrepancy mails. ``record`` is that IRCC or CPC in ABSCH shape.
     ``labels`` maps a referenced identifier (without ``@rev``) to a display name or lstring,
     e.g. a CNA's name or a cited IRCC's UID; unlabelled references show their identifier.
+    An amended CPC's mail names the ``changed`` fields and the ``previous_uid`` it replaces.
     """
 
     uid: str
@@ -80,6 +92,8 @@ class MailContext:
     reason: Mapping[str, str] | None = None
     labels: Mapping[str, Label] = field(default_factory=dict)
     discrepancy: DiscrepancyFacts | None = None
+    changed: tuple[str, ...] = ()
+    previous_uid: str | None = None
 
     @property
     def permanent_link(self) -> str:
@@ -267,6 +281,16 @@ def _cpc_view(loc: _Localiser) -> dict[str, str | None]:
     }
 
 
+def _changed_fields(loc: _Localiser) -> list[str]:
+    """Each changed field by its label in the recipient's language and its ABSCH name."""
+    shown = []
+    for name in loc.ctx.changed:
+        key = FIELD_LABELS.get(name)
+        label = loc.m["labels"][key] if key else None
+        shown.append(f"{label} ({name})" if label else name)
+    return shown
+
+
 def _evidence_lines(evidence: Mapping[str, Any]) -> list[str]:
     lines = []
     for key, value in list(evidence.items())[:_MAX_EVIDENCE_ITEMS]:
@@ -302,7 +326,9 @@ def _view(kind: str, language: str, ctx: MailContext) -> dict[str, Any]:
         "event_type": ctx.event_type,
         "reason": plain_text(reason) if reason else "",
         "ircc": _ircc_view(loc) if kind.startswith("ircc_") else None,
-        "cpc": _cpc_view(loc) if kind == "cpc_published" else None,
+        "cpc": _cpc_view(loc) if kind in CPC_KINDS else None,
+        "changed": _changed_fields(loc),
+        "previous_uid": ctx.previous_uid or messages["not_provided"],
         "discrepancy": _discrepancy_view(loc) if kind == "discrepancy_flagged" else None,
     }
     facts = {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response
 from fastapi import Path as PathParam
@@ -11,17 +11,19 @@ from starlette.convertors import StringConvertor, register_url_convertor
 
 from services.registry.adapters.tables import RecordRow, RequestRow, RevisionRow
 from services.registry.context import RegistryContext
-from services.registry.domain import REGISTRY_SCHEMAS, Forbidden, RuleViolation
-from services.registry.handlers import queries, records, users, workflow
+from services.registry.domain import INTENT_REVOKE, REGISTRY_SCHEMAS, Forbidden, RuleViolation
+from services.registry.handlers import audit, queries, records, users, validation, workflow
 from services.registry.handlers.errors import Conflict, InvalidRecord, NotFound, Unauthenticated
 from services.registry.schemas import (
     NotificationView,
     PublishBody,
     PublishResult,
+    RecordJson,
     RecordView,
     RejectBody,
     RequestView,
     RevisionSummary,
+    RevocationView,
     RevokeBody,
     SearchItem,
     SearchPage,
@@ -29,10 +31,18 @@ from services.registry.schemas import (
     TokenRequest,
     UserCreate,
     UserCreated,
+    ValidationIssueView,
+    ValidationReport,
     VerificationView,
 )
 from shared.auth import DeclaresBearer, Principal, bearer_token
-from shared.http import PROBLEM_RESPONSES, FieldProblem, Problem, problem_response
+from shared.http import (
+    PROBLEM_RESPONSES,
+    FieldProblem,
+    Problem,
+    ValidationIssue,
+    problem_response,
+)
 from shared.logging import correlation_id
 from shared.uid import MAX_ID
 
@@ -76,15 +86,36 @@ RECORD_EXAMPLE = {
 }
 
 
-def record_view(row: RecordRow, rev: RevisionRow | None) -> RecordView:
-    """API view of a revision, or of the draft when ``rev`` is None."""
-    if rev is None:
-        status, body = "draft", row.draft or {}
-    elif row.revoked and rev.revision == row.latest_revision:
-        status, body = "revoked", rev.body
-    else:
-        status = "current" if rev.revision == row.latest_revision else "old-version"
-        body = rev.body
+def revocation_view(rev: RevisionRow | None) -> RevocationView | None:
+    """The reason and date of a revocation, from the revision that revoked [P7]."""
+    if rev is None or rev.amendment_intent != INTENT_REVOKE:
+        return None
+    reason = rev.body.get("amendmentDescription")
+    return RevocationView(
+        reason=dict(reason) if isinstance(reason, dict) else {},
+        revoked_at=rev.published_at,
+        uid=rev.uid,
+    )
+
+
+def revision_status(
+    row: RecordRow, rev: RevisionRow
+) -> Literal["current", "old-version", "revoked"]:
+    """A revoked certificate is revoked in every revision, old ones included [P7]."""
+    if row.revoked:
+        return "revoked"
+    return "current" if rev.revision == row.latest_revision else "old-version"
+
+
+def record_view(
+    row: RecordRow, rev: RevisionRow | None, revocation: RevisionRow | None = None
+) -> RecordView:
+    """API view of a revision (with the revision that revoked it, if any), or of the draft
+    when ``rev`` is None."""
+    status: Literal["draft", "current", "old-version", "revoked"] = "draft"
+    body = row.draft or {}
+    if rev is not None:
+        status, body = revision_status(row, rev), rev.body
     return RecordView(
         uid=rev.uid if rev else None,
         identifier=row.identifier,
@@ -94,6 +125,7 @@ def record_view(row: RecordRow, rev: RevisionRow | None) -> RecordView:
         revision=rev.revision if rev else None,
         latest_revision=row.latest_revision,
         status=status,
+        revocation=revocation_view(revocation) if rev is not None else None,
         record=body,
     )
 
@@ -118,15 +150,29 @@ RecordSchema = Annotated[
 RecordIdentifier = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_-]{11,128}$")]
 
 
+class DraftIdentifierConvertor(StringConvertor):
+    """A path segment other than ``validate`` (never an identifier: 11 characters at least),
+    so that ``/v1/records/{schema}/validate`` is only the validation endpoint (its 405
+    lists POST alone)."""
+
+    regex = "(?!validate$)[^/]+"
+
+
+register_url_convertor("draft_identifier", DraftIdentifierConvertor())
+
+
 @router.put(
-    "/records/{schema:record_schema}/{identifier}",
+    "/records/{schema:record_schema}/{identifier:draft_identifier}",
     response_model=RecordView,
     tags=["records"],
     responses={
+        403: {"description": "the record is another government's, or the role edits none"},
         422: {
             "description": "header.identifier or header.schema is not the URL's (field "
-            "``header``), or a record rule is broken; ``errors`` names each field"
-        }
+            "``header``); the government is absent or unknown (``government``); or the "
+            "record's shape is broken (types, one-line text, lengths, dates, size): "
+            "``errors`` names each field, ``validation`` gives the ABSCH codes"
+        },
     },
 )
 async def save_draft(
@@ -134,19 +180,48 @@ async def save_draft(
     identifier: RecordIdentifier,
     caller: Caller,
     ctx: Ctx,
-    body: Annotated[dict[str, Any], Body(examples=[RECORD_EXAMPLE])],
+    body: Annotated[RecordJson, Body(examples=[RECORD_EXAMPLE])],
 ) -> RecordView:
-    """Save a draft (validated; confidential parts stripped before storage). The body is a
-    record of ``schema`` whose ``header.identifier`` and ``header.schema`` are the URL's:
-    a 422 names ``header`` when they are not, and any field the record rules refuse."""
+    """Save a draft (confidential parts stripped before storage). The body is a record of
+    ``schema`` whose ``header.identifier`` and ``header.schema`` are the URL's: a 422 names
+    ``header`` when they are not. A draft may be incomplete, as in the real clearing-house:
+    only its shape is checked here; publishing checks everything (see ``validate``)."""
     row = await records.save_draft(ctx, caller, schema, identifier, body)
     return record_view(row, None)
+
+
+@router.post(
+    "/records/{schema:record_schema}/validate",
+    response_model=ValidationReport,
+    tags=["records"],
+    responses={403: {"description": "the record is another government's, or the role edits none"}},
+)
+async def validate_record(
+    schema: RecordSchema,
+    caller: Caller,
+    ctx: Ctx,
+    body: Annotated[RecordJson, Body(examples=[RECORD_EXAMPLE])],
+) -> ValidationReport:
+    """What publishing this record of ``schema`` would refuse, the clearing-house's way:
+    ``{errors: [{code, property}]}`` with its codes (``Error.Mandatory``,
+    ``Error.InvalidValue``, ...), empty when it may be published. Nothing is stored; a
+    publication refused carries the same list in its problem (``validation``)."""
+    found = await validation.validate(ctx, caller, schema, body)
+    return ValidationReport(
+        errors=[ValidationIssueView(code=i["code"], property=i["field"]) for i in found]
+    )
 
 
 @router.post(
     "/records/{schema:record_schema}/{identifier}/publish",
     response_model=PublishResult,
     tags=["records"],
+    responses={
+        422: {
+            "description": "the draft cannot be published: ``errors`` names each field and "
+            "``validation`` lists them as ``POST /v1/records/{schema}/validate`` does"
+        }
+    },
 )
 async def publish(
     schema: RecordSchema,
@@ -200,15 +275,19 @@ async def get_record(
     ctx: Ctx,
     draft: bool = Query(default=False, description="the draft, not a revision"),
 ) -> RecordView:
-    """A record by UID (with or without revision), ``identifier[@rev]`` or documentID."""
-    row, rev = await records.read(ctx, caller, uid, draft=draft)
-    return record_view(row, rev)
+    """A record by UID (with or without revision), ``identifier[@rev]``, documentID or the
+    real index's Solr ``id`` (``52000000cbd0800`` + the documentID in 9 hex digits).
+    Every revision of a revoked IRCC reads ``revoked``, with the reason and date [P7]."""
+    found = await records.read(ctx, caller, uid, draft=draft)
+    return record_view(found.row, found.revision, found.revocation)
 
 
 @router.get("/records/{uid}/revisions", response_model=list[RevisionSummary], tags=["records"])
 async def get_revisions(uid: str, ctx: Ctx) -> list[RevisionSummary]:
-    """Every published revision, oldest first, labelled as the certificate does [P8]."""
+    """Every published revision, oldest first, labelled as the certificate does [P8], with
+    the certificate's status: once revoked, every revision says so, with reason and date."""
     row, revs = await records.revisions(ctx, uid)
+    revoked = revocation_view(revs[-1]) if row.revoked and revs else None
 
     def label(r: RevisionRow) -> str:
         if r.amendment_intent == 1:
@@ -221,10 +300,27 @@ async def get_revisions(uid: str, ctx: Ctx) -> list[RevisionSummary]:
             revision=r.revision,
             amendment_intent=r.amendment_intent,
             label=label(r),
+            status=revision_status(row, r),
+            revocation=revoked,
             published_at=r.published_at,
         )
         for r in revs
     ]
+
+
+@router.get(
+    "/audit/drafts/{schema:record_schema}/{identifier}",
+    response_model=RecordView,
+    tags=["records"],
+    responses={403: {"description": "only the Secretariat (admin) audits drafts"}},
+)
+async def audit_draft(
+    schema: RecordSchema, identifier: RecordIdentifier, caller: Caller, ctx: Ctx
+) -> RecordView:
+    """The Secretariat reads a government's draft; each reading is logged (who, which
+    record). ``GET /v1/records/{uid}?draft=true`` refuses the Secretariat such a draft."""
+    row = await audit.read_draft(ctx, caller, schema, identifier)
+    return record_view(row, None)
 
 
 @router.get("/verify/{uid}", response_model=VerificationView, tags=["public"])
@@ -255,6 +351,8 @@ async def search(
             identifier=h.identifier,
             title=h.title,
             revoked=h.revoked,
+            document_id=h.document_id,
+            solr_id=h.solr_id,
         )
         for h in hits
     ]
@@ -326,6 +424,7 @@ async def notifications(caller: Caller, ctx: Ctx) -> list[NotificationView]:
 @router.post("/users", response_model=UserCreated, status_code=201, tags=["identity"])
 async def create_user(body: UserCreate, caller: Caller, ctx: Ctx) -> UserCreated:
     """Admin designates NFPs; NFP its PA, NAUs and CNA readers; PA checkpoint operators.
+    A government has one PA: a new one replaces (deactivates) the previous one [W1].
     The answer carries the user's secret, which is never shown again."""
     new = await users.create_user(
         ctx,
@@ -335,6 +434,7 @@ async def create_user(body: UserCreate, caller: Caller, ctx: Ctx) -> UserCreated
         role=body.role,
         government=body.government,
         checkpoint=body.checkpoint,
+        correlation_id=correlation_id.get(),
     )
     return UserCreated(
         id=new.user.id,
@@ -399,10 +499,18 @@ def install_error_mapping(app: FastAPI) -> None:
     @app.exception_handler(InvalidRecord)
     async def _ir(request: Request, exc: InvalidRecord) -> JSONResponse:
         errors = [FieldProblem(field=e["field"], message=e["message"]) for e in exc.errors]
-        return problem_response(
-            Problem(title="Unprocessable Content", status=422, detail=str(exc), errors=errors),
-            request,
+        # A record's failures also read as the clearing-house's validation report does.
+        codes = [
+            ValidationIssue(code=e["code"], property=e["field"]) for e in exc.errors if "code" in e
+        ]
+        problem = Problem(
+            title="Unprocessable Content",
+            status=422,
+            detail=str(exc),
+            errors=errors,
+            validation=codes or None,
         )
+        return problem_response(problem, request)
 
     @app.exception_handler(RuleViolation)
     async def _rv(request: Request, exc: RuleViolation) -> JSONResponse:

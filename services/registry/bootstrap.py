@@ -17,6 +17,7 @@ from services.registry.api import install_error_mapping, router, well_known
 from services.registry.context import RegistryContext, utc_now
 from services.registry.handlers import users, workflow
 from services.registry.metrics import RegistryMetrics
+from services.registry.migrations import MIGRATIONS
 from services.registry.settings import RegistrySettings
 from shared.auth import TokenVerifier
 from shared.kit.assemble import Kit
@@ -55,7 +56,7 @@ class Sweeper:
 def bootstrap(settings: RegistrySettings, *, clock: Callable[[], datetime] = utc_now) -> FastAPI:
     """The registry app; its kit opens the database, producer and relay."""
     metrics = RegistryMetrics(CollectorRegistry())
-    kit = Kit(settings, metrics.plumbing, Base.metadata, outbox=OutboxRow)
+    kit = Kit(settings, metrics.plumbing, Base.metadata, outbox=OutboxRow, migrations=MIGRATIONS)
     assert kit.relay is not None
     key = SigningKey.load_or_create(
         settings.jwt_private_key_path, create=settings.jwt_generate_key and settings.is_dev

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
@@ -18,15 +19,31 @@ REGISTRY_SCHEMAS = DIRECTORY_SCHEMAS | {IRCC_SCHEMA}
 WORKFLOW_SCHEMAS = frozenset({IRCC_SCHEMA, "authority", "absCheckpoint"})
 INTENT_UPDATE = 0
 INTENT_REVOKE = 1
+# One publishing authority per government [W1]: designating another replaces it.
+ONE_PER_GOVERNMENT = frozenset({Role.PA})
+AUDIT_ONLY = (
+    "the Secretariat reads a government's drafts only through "
+    "GET /v1/audit/drafts/{schema}/{identifier}, where each reading is logged"
+)
 
 
 class RuleViolation(Exception):
-    """A request breaks a domain rule; ``field`` names the culprit when there is one."""
+    """A request breaks a domain rule; ``field`` names the culprit when there is one, and
+    ``kind`` says which sort of rule, in the record models' terms (``conditional_required``
+    for something required that is missing)."""
 
-    def __init__(self, message: str, *, field: str | None = None, status: int = 422) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        status: int = 422,
+        kind: str = "record_rule",
+    ) -> None:
         super().__init__(message)
         self.field = field
         self.status = status
+        self.kind = kind
 
 
 class Forbidden(Exception):
@@ -59,6 +76,13 @@ def _same_government(principal: Principal, government: str | None) -> None:
 
 def check_can_edit(principal: Principal, schema: str, government: str | None) -> None:
     """Saving drafts: focal points are the Secretariat's; others belong to their government."""
+    check_edit_role(principal, schema)
+    if schema != "focalPoint":
+        _same_government(principal, government)
+
+
+def check_edit_role(principal: Principal, schema: str) -> None:
+    """The part of :func:`check_can_edit` that needs no government: the caller's role."""
     if schema == "focalPoint":
         if not principal.is_admin:
             raise Forbidden("national focal points are maintained by the Secretariat")
@@ -67,7 +91,6 @@ def check_can_edit(principal: Principal, schema: str, government: str | None) ->
         raise Forbidden(f"role {principal.role.value} cannot edit national records")
     if principal.is_admin and schema != "contact":
         raise Forbidden("national records are edited by their government")
-    _same_government(principal, government)
 
 
 def publish_mode(principal: Principal, schema: str, government: str | None) -> PublishMode:
@@ -87,13 +110,27 @@ def check_can_decide(principal: Principal, government: str | None) -> None:
     _same_government(principal, government)
 
 
-def check_can_read_draft(principal: Principal | None, government: str | None) -> bool:
-    """Drafts are visible to their government's editors and to the Secretariat."""
+def is_secretariat_record(schema: str, government: str | None) -> bool:
+    """Records the Secretariat keeps itself: focal points, and contacts of no government."""
+    return schema == "focalPoint" or government is None
+
+
+def check_can_read_draft(principal: Principal | None, government: str | None, schema: str) -> bool:
+    """Drafts are visible to their government's editors. The Secretariat reads its own
+    directly and a government's only through the audit endpoint (``Forbidden`` here)."""
     if principal is None:
         return False
     if principal.is_admin:
-        return True
+        if is_secretariat_record(schema, government):
+            return True
+        raise Forbidden(AUDIT_ONLY)
     return principal.role in {Role.NFP, Role.PA, Role.NAU} and principal.government == government
+
+
+def check_can_audit(principal: Principal) -> None:
+    """Only the Secretariat audits a government's drafts."""
+    if not principal.is_admin:
+        raise Forbidden("only the Secretariat audits drafts")
 
 
 CAN_CREATE: dict[Role, frozenset[Role]] = {
@@ -136,24 +173,43 @@ def check_can_deactivate_user(principal: Principal, role: Role, government: str 
 def prepare_publication(
     body: dict[str, Any], *, schema: str, latest_revision: int, revoked: bool
 ) -> dict[str, Any]:
-    """The body of the next revision: amendment fields set as the real client does [P6]."""
+    """The body of the next revision, amendment fields set as the real client does [P6]:
+    none on the first revision, ``amendmentIntent = 0`` on the later ones. What it must
+    satisfy besides the record's own rules is :func:`publication_violations`."""
     if revoked:
         raise RuleViolation("revoked certificates are not editable", status=409)
     out = copy.deepcopy(body)
     if schema != IRCC_SCHEMA:
         return out
-    if out.get("amendmentIntent") == INTENT_REVOKE:
-        raise RuleViolation("use the revoke endpoint to revoke", field="amendmentIntent")
     if latest_revision == 0:
         out.pop("amendmentIntent", None)
-        return out
-    reason = out.get("amendmentDescription") or {}
-    if not any(str(v).strip() for v in reason.values()):
-        raise RuleViolation(
-            "a reason is required to amend a published IRCC", field="amendmentDescription"
-        )
-    out["amendmentIntent"] = INTENT_UPDATE
+    elif out.get("amendmentIntent") != INTENT_REVOKE:  # left for the violation to name
+        out["amendmentIntent"] = INTENT_UPDATE
     return out
+
+
+def publication_violations(
+    body: Mapping[str, Any], *, schema: str, latest_revision: int
+) -> list[RuleViolation]:
+    """What a draft breaks, as the next revision, beyond the record's own rules [P6, P7]:
+    a revocation goes through the revoke endpoint; an update of a published IRCC needs its
+    reason. ``body`` is the draft as given (any JSON)."""
+    if schema != IRCC_SCHEMA:
+        return []
+    found: list[RuleViolation] = []
+    if body.get("amendmentIntent") == INTENT_REVOKE:
+        found.append(RuleViolation("use the revoke endpoint to revoke", field="amendmentIntent"))
+    reason = body.get("amendmentDescription")
+    texts = reason.values() if isinstance(reason, Mapping) else ()
+    if latest_revision > 0 and not any(isinstance(t, str) and t.strip() for t in texts):
+        found.append(
+            RuleViolation(
+                "a reason is required to amend a published IRCC",
+                field="amendmentDescription",
+                kind="conditional_required",
+            )
+        )
+    return found
 
 
 def prepare_revocation(latest: dict[str, Any], reason: dict[str, str]) -> dict[str, Any]:

@@ -7,11 +7,14 @@ from typing import Annotated, Any, Literal
 
 import email_validator
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
+from typing_extensions import TypeAliasType
 
+from services.registry.codes import AbschCode
 from shared.auth import UNSCOPED_ROLES, Role
 from shared.openapi import NON_BLANK_TEXT_PATTERN, ONE_LINE_PATTERN, RequestBody
 from shared.records.common import LANGUAGES, Language, LongText, one_line
 from shared.timestamps import UtcDateTime
+from shared.uid import SOLR_ID_PREFIX
 
 LString = dict[str, str]
 # A revocation reason becomes the record's amendmentDescription, so the same bounds; at
@@ -34,14 +37,34 @@ ReasonLString = Annotated[
 ]
 
 
+# A record as JSON, recursively: its document states that every string and key, however
+# deep, is text without control characters (``state_plumbing`` adds the patterns that
+# ``shared.hygiene`` enforces), where ``dict[str, Any]`` would promise anything.
+RecordValue = TypeAliasType(
+    "RecordValue",
+    "str | int | float | bool | list[RecordValue] | dict[str, RecordValue] | None",
+)
+RecordJson = dict[str, RecordValue]
+
+
 class ApiModel(BaseModel):
     """Response bodies: camelCase aliases on the wire, snake_case names in Python."""
 
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
 
+class RevocationView(ApiModel):
+    """How and when an IRCC was revoked [P7]: the reason given, the moment the revoking
+    revision was published, and that revision's UID."""
+
+    reason: dict[str, str] = Field(description="the revocation reason (an lstring)")
+    revoked_at: UtcDateTime = Field(alias="revokedAt")
+    uid: str = Field(description="UID of the revision that revoked the certificate")
+
+
 class RecordView(ApiModel):
-    """A record revision (or draft) with its server numbers [C5]."""
+    """A record revision (or draft) with its server numbers [C5]. Once an IRCC is revoked,
+    every revision of it reads ``revoked``, with the reason and date [P7]."""
 
     uid: str | None = Field(description="UID of this revision; None for a draft")
     identifier: str
@@ -51,17 +74,39 @@ class RecordView(ApiModel):
     revision: int | None
     latest_revision: int = Field(alias="latestRevision")
     status: Literal["draft", "current", "old-version", "revoked"]
+    revocation: RevocationView | None = Field(
+        default=None, description="set on every revision of a revoked IRCC"
+    )
     record: dict[str, Any]
 
 
 class RevisionSummary(ApiModel):
-    """One entry of a record's history [P8]."""
+    """One entry of a record's history: labelled as the certificate's history is [P8], and
+    with the certificate's status, which is ``revoked`` for every revision once it is [P7]."""
 
     uid: str
     revision: int
     amendment_intent: int | None = Field(alias="amendmentIntent")
     label: Literal["REVOKED", "OLD VERSION", "CURRENT VERSION"]
+    status: Literal["current", "old-version", "revoked"]
+    revocation: RevocationView | None = Field(
+        default=None, description="set on every revision of a revoked IRCC"
+    )
     published_at: UtcDateTime = Field(alias="publishedAt")
+
+
+class ValidationIssueView(BaseModel):
+    """One failure, as the clearing-house's validation API writes it."""
+
+    code: AbschCode
+    property: str = Field(description="the failing field's path, e.g. ``title`` or ``absCNA``")
+
+
+class ValidationReport(BaseModel):
+    """``POST /v1/records/{schema}/validate``: what publishing the record would refuse; no
+    errors when it may be published."""
+
+    errors: list[ValidationIssueView]
 
 
 class PublishBody(RequestBody):
@@ -109,6 +154,7 @@ class RequestView(ApiModel):
 
 
 GOVERNMENT_PATTERN = r"^[A-Za-z]{2}$"
+SOLR_ID_PATTERN = f"^{SOLR_ID_PREFIX}[0-9a-f]{{9}}$"
 # email-validator refuses special-use domain names (RFC 6761: ``x@lab.test``), whatever
 # their case; "format: email" alone would promise them.
 SPECIAL_USE_DOMAIN = "[.@](?:{})$".format(
@@ -199,7 +245,7 @@ class VerificationView(BaseModel):
 
 
 class SearchItem(ApiModel):
-    """A published record in search results."""
+    """A published record in search results, with the numbers the real index knows it by."""
 
     uid: str
     schema_: str = Field(alias="schema")
@@ -207,6 +253,14 @@ class SearchItem(ApiModel):
     identifier: str
     title: str
     revoked: bool
+    document_id: int = Field(alias="documentID", ge=1)
+    solr_id: str | None = Field(
+        alias="solrId",
+        pattern=SOLR_ID_PATTERN,
+        description="the record's ``id`` in the real ABSCH Solr index [C8]: "
+        f"{SOLR_ID_PREFIX!r} and the documentID in 9 hex digits (null past 0xFFFFFFFFF); "
+        "GET /v1/records/{solrId} resolves it",
+    )
 
 
 class SearchPage(BaseModel):

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from shared.events.envelope import EventData
 from shared.events.models import (
+    CpcAmended,
     CpcPublished,
     DirectoryRecordPublished,
     DirectoryRecordWithdrawn,
@@ -35,6 +36,7 @@ _SPECS = [
     EventSpec("ircc.amended", Topic.IRCC, IrccEvent),
     EventSpec("ircc.revoked", Topic.IRCC, IrccEvent),
     EventSpec("cpc.published", Topic.CPC, CpcPublished),
+    EventSpec("cpc.amended", Topic.CPC, CpcAmended),
     EventSpec("discrepancy.flagged", Topic.DISCREPANCY, DiscrepancyEvent),
     EventSpec("discrepancy.cleared", Topic.DISCREPANCY, DiscrepancyEvent),
     EventSpec("discrepancy.case_updated", Topic.DISCREPANCY, DiscrepancyEvent),

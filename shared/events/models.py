@@ -74,6 +74,18 @@ class CpcPublished(EventData):
     record: dict[str, Any]
 
 
+class CpcAmended(CpcPublished):
+    """A published communiqué was amended: revision n+1 replaces the older revision, which
+    stays readable as archived. ``record`` is the new revision, whole."""
+
+    reason: LString = Field(description="why the submitter amended it (lstring)")
+    previous_uid: str = Field(description="UID of the revision this one replaces")
+    changed: list[str] = Field(
+        default_factory=list,
+        description="names of the fields whose values differ from the previous revision",
+    )
+
+
 DiscrepancyStatus = Literal["open", "acknowledged", "resolved", "cleared"]
 
 

@@ -30,6 +30,7 @@ from shared.kit.offsets import offsets_table
 from shared.kit.outbox import OutboxRelay
 from shared.kit.readiness import Readiness, Thresholds
 from shared.metrics import MetricsServer, PlumbingMetrics
+from shared.migrations import Migrations, SchemaError
 from shared.service import Lifespan, create_app
 from shared.settings import ServiceSettings
 
@@ -76,6 +77,7 @@ class Kit:
         metadata: MetaData,
         *,
         outbox: type[Any] | None = None,
+        migrations: Migrations | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -85,6 +87,11 @@ class Kit:
             port=settings.metrics_port,
         )
         self.metadata = metadata
+        # A service's tables come from its migrations, run before it starts; at start the
+        # kit only checks that the database is at head. Without migrations (ad-hoc kits in
+        # tests) it creates missing tables itself.
+        self.migrations = migrations
+        self.schema_revision: str | None = None  # the database's, once checked (/healthz)
         self.engine = create_engine(settings.database_url)
         self.sessions = session_factory(engine=self.engine)
         self.producer = EventProducer(
@@ -226,6 +233,7 @@ class Kit:
             readiness=self.ready,
             readiness_details=self.readiness.details,
             max_body_bytes=self.settings.http_max_body_bytes,
+            schema_revision=lambda: self.schema_revision,
         )
         app.state.kit = self
         return app
@@ -235,13 +243,14 @@ class Kit:
         return self.readiness.snapshot()
 
     def lifespan(self, *, before_start: Callable[[], Awaitable[None]] | None = None) -> Lifespan:
-        """Start: metrics listener, schema, directory view, ``before_start``, producer,
-        relay, consumers, workers, readiness. Stop: the reverse."""
+        """Start: metrics listener, schema check, directory view, ``before_start``,
+        producer, relay, consumers, workers, readiness. Stop: the reverse. A database that
+        is not at the migrations' head stops the start (:class:`SchemaError`)."""
         s = self.settings
 
         @asynccontextmanager
         async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-            await create_schema(self.engine, self.metadata)
+            await self._check_schema()
             if self._directory is not None:
                 await self._directory.load(self.sessions)
             if self._deactivated is not None:
@@ -290,6 +299,21 @@ class Kit:
                 await self.engine.dispose()
 
         return self._with_metrics_server(lifespan)
+
+    async def _check_schema(self) -> None:
+        """Refuse to start on a database the migrations have not brought to head (the
+        message names the command); never create or alter a table here."""
+        if self.migrations is None:
+            log.info("%s: no migrations, creating missing tables", self.settings.service)
+            await create_schema(self.engine, self.metadata)
+            return
+        try:
+            self.schema_revision = await self.migrations.check(self.engine)
+        except SchemaError as exc:
+            log.error("%s refuses to start: %s", self.settings.service, exc)
+            await self.engine.dispose()
+            raise
+        log.info("%s: database at schema revision %s", self.settings.service, self.schema_revision)
 
     def _with_metrics_server(self, inner: Lifespan) -> Lifespan:
         """``inner`` inside the metrics listener: it binds first (a taken port fails the

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Integer,
+    MetaData,
     String,
     Table,
     Text,
@@ -79,9 +80,10 @@ def stage(
     )
 
 
-def dead_table(row_cls: type[Any]) -> Table:
-    """The dead-letter table beside an outbox table (same metadata, ``<name>_dead``)."""
-    metadata = row_cls.metadata
+def dead_table(row_cls: type[Any], metadata: MetaData | None = None) -> Table:
+    """The dead-letter table beside an outbox table (``<name>_dead``), in the outbox's
+    metadata or in ``metadata`` (the models the migrations are compared with)."""
+    metadata = row_cls.metadata if metadata is None else metadata
     name = f"{row_cls.__tablename__}_dead"
     if name in metadata.tables:
         existing: Table = metadata.tables[name]

@@ -1,7 +1,9 @@
 """Pydantic models of the real ABSCH record JSON: the single source of truth for its shape.
 
 ``parse_record`` dispatches on ``header.schema`` and raises ``pydantic.ValidationError``
-whose ``loc`` names each failing field; ``record_errors`` flattens it for problem+json.
+whose ``loc`` names each failing field (and whose ``type`` is the rule's kind);
+``record_errors`` flattens it for problem+json. ``parse_record(..., draft=True)`` checks a
+draft's shape only (``shared.records.drafts``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from shared.records.common import (
+    DRAFT,
     LANGUAGES,
     CountryTerm,
     Header,
@@ -35,6 +38,7 @@ from shared.records.directory import (
     Contact,
     FocalPoint,
 )
+from shared.records.drafts import draft_model
 from shared.records.permit import (
     CONFIDENTIAL_GROUPS,
     KEYWORD_OTHER,
@@ -51,13 +55,19 @@ RECORD_MODELS: dict[str, type[Record]] = {
 ROOT_FIELD = "<record>"
 
 
-def parse_record(data: Mapping[str, Any]) -> Record:
-    """Validate a record of any supported schema, chosen by ``header.schema``."""
+def parse_record(data: Mapping[str, Any], *, draft: bool = False) -> Record:
+    """Validate a record of any supported schema, chosen by ``header.schema``.
+
+    With ``draft``, a schema that keeps drafts (``Record.DRAFTS``) is checked for shape only:
+    absent fields and the publication rules wait for publication; the rest is as strict.
+    """
     header = data.get("header") if isinstance(data, Mapping) else None
     schema = header.get("schema") if isinstance(header, Mapping) else None
     model = RECORD_MODELS.get(schema) if isinstance(schema, str) else None
     if model is None:
         raise _schema_error(data, schema)
+    if draft and model.DRAFTS:
+        return draft_model(model).model_validate(data, context={DRAFT: True})
     return model.model_validate(data)
 
 

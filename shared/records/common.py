@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -54,6 +55,18 @@ _EMAIL = re.compile(
     r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}"
     r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
 )
+
+
+# Validation context key of a draft: its shape is checked (types, text hygiene, sizes,
+# dates), the publication rules (mandatory fields, conditional requirements, PIC/MAT true,
+# cross-field rules) wait for publication, as the real clearing-house does.
+DRAFT = "draft"
+
+
+def is_draft(info: ValidationInfo | None) -> bool:
+    """True when a record is validated as a draft (``context={DRAFT: True}``)."""
+    context = info.context if info is not None else None
+    return isinstance(context, dict) and context.get(DRAFT) is True
 
 
 def rule_error(kind: str, message: str) -> PydanticCustomError:
@@ -146,8 +159,8 @@ def _check_languages(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
-def _require_text(value: dict[str, str]) -> dict[str, str]:
-    if not has_text(value):
+def _require_text(value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+    if not has_text(value) and not is_draft(info):
         raise rule_error("missing_text", "text is required in at least one language")
     return value
 
@@ -347,6 +360,9 @@ class Record(BaseModel):
     """
 
     SCHEMA: ClassVar[str] = ""
+    # True when the model honours draft validation (``is_draft``): its publication rules
+    # stand aside for a draft. Records published without drafts (CPCs) keep them always.
+    DRAFTS: ClassVar[bool] = False
     model_config = ConfigDict(extra="allow", populate_by_name=True, serialize_by_alias=True)
 
     header: Header

@@ -25,8 +25,9 @@ from shared.records.common import (
     is_missing,
 )
 
-# Evidence that only belongs to the "IRCC not available" branch; the real client deletes
-# these when IRCCs are cited [K1].
+# Evidence that only belongs to the "IRCC not available" branch. The real web form deletes
+# these when IRCCs are cited [K1], but its API stores what a national system pushes: so do we,
+# and name them in a warning (see ``mixed_branch_fields``).
 NO_IRCC_BRANCH_FIELDS: tuple[str, ...] = (
     "sourceCountries",
     "entityWhoGrantedPIC",
@@ -45,9 +46,10 @@ NO_IRCC_BRANCH_FIELDS: tuple[str, ...] = (
 class AbsCheckpointCommunique(NationalRecord):
     """A CPC; ``government`` is the issuing (user) country.
 
-    With IRCCs cited, the no-IRCC evidence fields are removed (not an error), as the
-    real client does. With ``absIRCCsNotAvailable`` true, ``sourceCountries`` and
-    ``subjectMatter`` carry the evidence and ``absIRCCs`` must be empty.
+    With IRCCs cited, no-IRCC evidence sent along is kept as sent (neither an error nor
+    dropped): the monitor compares ``sourceCountries`` with the cited IRCCs.
+    With ``absIRCCsNotAvailable`` true, ``sourceCountries`` and ``subjectMatter`` carry the
+    evidence and ``absIRCCs`` must be empty.
     """
 
     SCHEMA = "absCheckpointCommunique"
@@ -113,12 +115,16 @@ class AbsCheckpointCommunique(NationalRecord):
     def _check_with_ircc(self, errors: RuleErrors) -> None:
         if not self.absIRCCs:
             errors.require("absIRCCs", "is required unless absIRCCsNotAvailable is true")
-        for field in NO_IRCC_BRANCH_FIELDS:
-            setattr(self, field, None)
 
     def cites_irccs(self) -> bool:
         """True on the IRCC branch."""
         return self.absIRCCsNotAvailable is not True
+
+    def mixed_branch_fields(self) -> list[str]:
+        """No-IRCC evidence fields that hold something although IRCCs are cited [K1]."""
+        if not self.cites_irccs():
+            return []
+        return [field for field in NO_IRCC_BRANCH_FIELDS if not is_missing(getattr(self, field))]
 
     def own_country_in_sources(self) -> bool:
         """True when the issuing country lists itself as a source (worth a warning)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, StrictBool, model_validator
+from pydantic import Field, StrictBool, ValidationInfo, model_validator
 
 from shared.records.common import (
     MAX_DESCRIPTION_CHARS,
@@ -30,6 +30,7 @@ from shared.records.common import (
     ShortTexts,
     Term,
     Terms,
+    is_draft,
     is_missing,
     too_long,
     unique_emails,
@@ -53,10 +54,13 @@ Emails = Annotated[list[Email], Field(max_length=MAX_ITEMS)]
 class AbsCheckpoint(NationalRecord):
     """A checkpoint; configures who in the user country gets CPC copies [CP1].
 
-    ``jurisdictionName`` is dropped for the national jurisdiction, as the real form does.
+    ``jurisdictionName`` is required for a sub-national, community or other jurisdiction.
+    With the national one it is kept as sent: the real web form clears it there, but its
+    API stores what a national system pushes (sample 05 carries one).
     """
 
     SCHEMA = "absCheckpoint"
+    DRAFTS = True
 
     name: RequiredShortLString
     responsibilities: LString | None = None
@@ -69,14 +73,14 @@ class AbsCheckpoint(NationalRecord):
     notes: LongText | None = None
 
     @model_validator(mode="after")
-    def _rules(self) -> Self:
+    def _rules(self, info: ValidationInfo) -> Self:
+        if is_draft(info):  # a draft's rules wait for its publication
+            return self
         errors = RuleErrors()
         if too_long(self.responsibilities):
             errors.add("responsibilities", _TOO_LONG)
         level = self.jurisdiction.identifier.upper() if self.jurisdiction else None
-        if level == JURISDICTION_NATIONAL:
-            self.jurisdictionName = None
-        elif level in NAMED_JURISDICTIONS and is_missing(self.jurisdictionName):
+        if level in NAMED_JURISDICTIONS and is_missing(self.jurisdictionName):
             errors.require(
                 "jurisdictionName",
                 "is required for a sub-national, community or other jurisdiction",
@@ -89,6 +93,7 @@ class Authority(NationalRecord):
     """A competent national authority (CNA); its ``emails`` receive notifications [R1]."""
 
     SCHEMA = "authority"
+    DRAFTS = True
 
     name: RequiredShortLString
     address: BlockLString | None = None
@@ -114,7 +119,9 @@ class Authority(NationalRecord):
     notes: LongText | None = None
 
     @model_validator(mode="after")
-    def _rules(self) -> Self:
+    def _rules(self, info: ValidationInfo) -> Self:
+        if is_draft(info):  # a draft's rules wait for its publication
+            return self
         errors = RuleErrors()
         if not self.responsibleForAll and is_missing(self.responsibilities):
             errors.require("responsibilities", "is required when responsibleForAll is false")
@@ -132,6 +139,7 @@ class Contact(Record):
     """A person or organisation contact; ``government`` is optional."""
 
     SCHEMA = "contact"
+    DRAFTS = True
 
     government: CountryTerm | None = None
     type: Literal["person", "organization"]
@@ -161,7 +169,9 @@ class Contact(Record):
     notes: LongText | None = None
 
     @model_validator(mode="after")
-    def _rules(self) -> Self:
+    def _rules(self, info: ValidationInfo) -> Self:
+        if is_draft(info):  # a draft's rules wait for its publication
+            return self
         errors = RuleErrors()
         needed = ("firstName", "lastName") if self.type == "person" else ("organization", "country")
         for field in needed:
@@ -179,6 +189,7 @@ class FocalPoint(NationalRecord):
     """A national focal point, read-only copy of the CBD NFP registry (prefix ``CHM``)."""
 
     SCHEMA = "focalPoint"
+    DRAFTS = True
 
     categories: Codes | None = None
     type: Codes | Code | None = None

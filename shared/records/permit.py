@@ -21,6 +21,7 @@ from shared.records.common import (
     RuleErrors,
     ShortLString,
     Terms,
+    is_draft,
     is_missing,
     rule_error,
 )
@@ -46,10 +47,12 @@ class AbsPermit(NationalRecord):
     Field errors (missing mandatory fields, bad shapes, PIC/MAT not true) are reported
     first; the cross-field rules run once every field is individually valid.
     Normalisations: ``dateOfExpiry: ""`` becomes absent, ``keywordOther`` is dropped
-    unless the "Other" keyword is chosen (as the real form does).
+    unless the "Other" keyword is chosen (as the real form does). A draft (``is_draft``)
+    is normalised and shape-checked only: PIC/MAT and the rules wait for publication.
     """
 
     SCHEMA = "absPermit"
+    DRAFTS = True
 
     absCNA: Reference
     title: RequiredShortLString
@@ -90,7 +93,7 @@ class AbsPermit(NationalRecord):
     @field_validator("picGranted", "matEstablished")
     @classmethod
     def _must_be_true(cls, value: bool, info: ValidationInfo) -> bool:
-        if value is not True:
+        if value is not True and not is_draft(info):
             what = "prior informed consent" if info.field_name == "picGranted" else "MAT"
             raise rule_error(
                 "must_be_true", f"must be true: no IRCC can be published without {what}"
@@ -105,8 +108,11 @@ class AbsPermit(NationalRecord):
         return value
 
     @model_validator(mode="after")
-    def _rules(self) -> Self:
+    def _rules(self, info: ValidationInfo) -> Self:
         errors = RuleErrors()
+        if is_draft(info):  # a draft is normalised; its rule errors wait for publication
+            self._check_keywords(RuleErrors())
+            return self
         self._check_confidential_groups(errors)
         self._check_keywords(errors)
         if self.dateOfExpiry is not None and self.dateOfExpiry < self.dateOfIssuance:

@@ -31,6 +31,8 @@ GRAFANA = ROOT / "deploy" / "grafana"
 ENV_EXAMPLE = ROOT / "deploy" / ".env.example"
 
 APPS = {"registry": 8101, "checkpoint": 8102, "notifier": 8103, "monitor": 8104}
+# Each service's one-shot that brings its database to the release's schema before it starts.
+MIGRATES = {f"{name}-migrate": name for name in APPS}
 # Each service's metrics listener: on the compose network for Prometheus, never published.
 METRICS = {"registry": 9101, "checkpoint": 9102, "notifier": 9103, "monitor": 9104}
 REQUIRED = [
@@ -204,8 +206,9 @@ def test_resolved_configs_are_production_and_dev(
 def test_every_long_running_service_has_a_healthcheck() -> None:
     services = _services()
     one_shot = _one_shot(services)
-    assert one_shot == {"kafka-init"}
-    assert services["kafka-init"].get("restart") == "no"
+    assert one_shot == {"kafka-init", *MIGRATES}
+    for name in one_shot:
+        assert services[name].get("restart") == "no", name
     for name, svc in services.items():
         if name in one_shot:
             continue
@@ -219,10 +222,10 @@ def test_every_long_running_service_has_a_healthcheck() -> None:
 def test_app_services_run_the_image_from_deploy_dockerfile() -> None:
     services = _services()
     built = {name for name, svc in services.items() if "build" in svc}
-    assert built == set(APPS)
-    images = {services[name]["image"] for name in APPS}
-    assert len(images) == 1, "the four services share one image"
-    for name in APPS:
+    assert built == set(APPS) | set(MIGRATES)
+    images = {services[name]["image"] for name in built}
+    assert len(images) == 1, "the four services and their migrations share one image"
+    for name in built:
         build = services[name]["build"]
         assert build["context"] == "."
         assert build["dockerfile"] == "deploy/Dockerfile"
@@ -236,12 +239,24 @@ def test_app_service_start_order_and_lifecycle(name: str) -> None:
     assert deps["kafka"]["condition"] == "service_healthy"
     assert deps["postgres"]["condition"] == "service_healthy"
     assert deps["kafka-init"]["condition"] == "service_completed_successfully"
+    assert deps[f"{name}-migrate"]["condition"] == "service_completed_successfully"
     if name != "registry":  # they fetch the registry's JWKS
         assert deps["registry"]["condition"] == "service_healthy"
     if name == "notifier":
         assert deps["mailpit"]["condition"] == "service_healthy"
     assert svc["restart"] == "unless-stopped"
     assert svc["stop_grace_period"] == "30s"
+
+
+@pytest.mark.parametrize(("migrate", "name"), list(MIGRATES.items()))
+def test_each_service_migrates_its_own_database_before_it_starts(migrate: str, name: str) -> None:
+    services = _services()
+    one_shot = services[migrate]
+    assert one_shot["command"] == ["python", "-m", f"services.{name}.migrate"]
+    assert one_shot["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert one_shot["healthcheck"] == {"disable": True}
+    variable = f"{name.upper()}_DATABASE_URL"
+    assert one_shot["environment"][variable] == services[name]["environment"][variable]
 
 
 @pytest.mark.parametrize(("name", "port"), list(APPS.items()))

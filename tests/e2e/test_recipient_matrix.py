@@ -24,7 +24,7 @@ from tests.support.mail import (
 )
 from tests.support.poll import eventually
 from tests.support.records import authority, checkpoint, contact, focal_point, permit
-from tests.support.registry import ADMIN_TOKEN, create_user, government_users, publish
+from tests.support.registry import ADMIN_TOKEN, auth, create_user, government_users, publish
 from tests.support.stack import Stack, running_stack, submit
 from tools.smtp_sink import SmtpSink
 
@@ -154,6 +154,15 @@ async def test_every_event_reaches_exactly_its_recipients(
             "C4": communique("de", [d["cp-all"]], source_countries=["pe", "co"]),
         }
         uids = {name: await submit(stack, pa_de, body) for name, body in cpcs.items()}
+        # C2 amended to cite I3 alone: Brazil's side, no longer cited, still gets the copy.
+        amended = cpcs["C2"] | {"absIRCCs": [{"identifier": f"{irccs['I3']['id']}@1"}]}
+        resp = await stack.checkpoint.post(
+            f"/v1/communiques/{uids['C2']}/amend",
+            json={"reason": {"en": "I5 was cited by mistake"}, "record": amended},
+            headers=auth(pa_de),
+        )
+        assert resp.status_code == 201, resp.text
+        uids["C2 amended"] = resp.json()["uid"]
         flagged = await _flag(
             kafka_bootstrap, topic_prefix, cpc_uid=uids["C1"], ircc_uid=irccs["I1"]["uid"]
         )
@@ -168,6 +177,7 @@ async def test_every_event_reaches_exactly_its_recipients(
             (irccs["I5"]["uid"], "ircc_published"): br_side | {_mail("prov5"), _mail("pic5")},
             (uids["C1"], "cpc_published"): {CT_ALL} | USER_CNAS | mx_side | {_mail("pic1")},
             (uids["C2"], "cpc_published"): {CT_SOME} | mx_side | br_side | {_mail("pic5")},
+            (uids["C2 amended"], "cpc_amended"): {CT_SOME} | mx_side | br_side | {_mail("pic5")},
             (uids["C3"], "cpc_published"): {CT_SOME, _mail("granted")},
             (uids["C4"], "cpc_published"): {CT_ALL}
             | USER_CNAS
@@ -188,6 +198,7 @@ async def test_every_event_reaches_exactly_its_recipients(
         user_side = {
             "C1": {CT_ALL} | USER_CNAS,
             "C2": {CT_SOME},
+            "C2 amended": {CT_SOME},
             "C3": {CT_SOME},
             "C4": {CT_ALL} | USER_CNAS,
         }

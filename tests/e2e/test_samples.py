@@ -5,8 +5,8 @@ Normalisations applied on the way (and nothing else):
 - 02: every confidential group is flagged, so ``providers``, ``entitiesToWhomPICGranted``,
   ``subjectMatter`` and ``usages`` are stripped [P1]; editors' ``notes`` never publish.
 - 04: ``notes`` never publish.
-- 05: ``jurisdictionName`` is cleared for a national jurisdiction.
-- 06: unchanged.
+- 05, 06: unchanged (05 keeps ``jurisdictionName`` beside the national jurisdiction: the
+  server keeps what it is sent).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ async def test_samples_round_trip_through_the_services(
                 pa_af,
                 ("providers", "entitiesToWhomPICGranted", "subjectMatter", "usages", "notes"),
             ),
-            "05_checkpoint_docs_example.json": (pa_us, ("jurisdictionName",)),
+            "05_checkpoint_docs_example.json": (pa_us, ()),
         }
         for name, (token, dropped) in expected.items():
             record = _sample(name)

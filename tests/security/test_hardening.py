@@ -173,15 +173,6 @@ FINDINGS: dict[str, Finding] = {
         422,
         "dateOfExpiry",
     ),
-    "ircc-expiry-before-issuance": Finding(
-        "registry",
-        "PUT",
-        "absPermit",
-        _ircc(dateOfExpiry="2024-01-01"),
-        "pa",
-        422,
-        "dateOfExpiry",
-    ),
     # 500 instead of 422: lone surrogates.
     "cpc-title-surrogate": Finding(
         "checkpoint",
@@ -310,6 +301,20 @@ async def test_each_finding_gets_its_status_now(world: World, name: str) -> None
     assert_problem(resp, finding.status, finding.field)
 
 
+async def test_an_expiry_before_the_issuance_is_refused_at_publication(world: World) -> None:
+    """A cross-field rule: the draft is saved (the real clearing-house validates on
+    publication), its publication is a 422 naming ``dateOfExpiry``, nothing goes out."""
+    ircc = _ircc(dateOfExpiry="2024-01-01")(world)
+    url = f"/v1/records/absPermit/{ircc['header']['identifier']}"
+    pa = auth(world.tokens["pa"])
+    saved = await world.client("registry").put(url, json=ircc, headers=pa)
+    assert saved.status_code == 200, saved.text
+    published = await world.client("registry").post(f"{url}/publish", headers=pa)
+    assert_problem(published, 422, "dateOfExpiry")
+    public = await world.client("registry").get(f"/v1/records/{ircc['header']['identifier']}")
+    assert public.status_code == 404
+
+
 async def test_an_escaped_backslash_before_u0000_is_text_not_nul(world: World) -> None:
     contact = rec.contact(["org@mx.example"], gov="mx", notes="C:\\u0000dir")
     resp = await world.client("registry").put(
@@ -405,6 +410,13 @@ WRITES: dict[str, WriteEndpoint] = {
     ),
     "registry-users": WriteEndpoint("registry", "POST", "/v1/users", "nfp", _user()),
     "checkpoint-submit": WriteEndpoint("checkpoint", "POST", "/v1/communiques", "pa", _cpc()),
+    "checkpoint-amend": WriteEndpoint(
+        "checkpoint",
+        "POST",
+        "/v1/communiques/ABSCH-CPC-MX-1-1/amend",
+        "pa",
+        lambda w: {"reason": {"en": "corrected"}, "record": _cpc()(w)},
+    ),
     "monitor-resolve": WriteEndpoint(
         "monitor", "POST", "/v1/discrepancies/x/resolve", "admin", lambda _w: {"note": "ok"}
     ),

@@ -120,6 +120,7 @@ SEMANTIC_RECORD = "a whole record, valid only with the URL's header and real ref
 EXCLUDED: dict[str, dict[str, str]] = {
     "PUT /v1/records/{schema}/{identifier}": {"positive_data_acceptance": SEMANTIC_RECORD},
     "POST /v1/communiques": {"positive_data_acceptance": SEMANTIC_RECORD},
+    "POST /v1/communiques/{uid}/amend": {"positive_data_acceptance": SEMANTIC_RECORD},
 }
 
 

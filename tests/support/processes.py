@@ -10,8 +10,10 @@ from pathlib import Path
 
 import httpx
 
+from shared.settings import default_sqlite_url
 from tests.support import metrics
 from tests.support.poll import eventually
+from tools.migrate import upgrade
 from tools.ports import free_port
 
 
@@ -45,7 +47,10 @@ class ServiceProcess:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     async def start(self) -> None:
-        """Start and wait until ``/readyz`` answers 200."""
+        """Bring its database to the migrations' head (as compose's ``<name>-migrate``
+        does), start, and wait until ``/readyz`` answers 200."""
+        url = self.env.get(f"{self.name.upper()}_DATABASE_URL") or default_sqlite_url(self.name)
+        await upgrade(self.name, url)
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once, nothing blocks
                 [sys.executable, "-m", f"services.{self.name}.main"],

@@ -15,13 +15,21 @@ from tools.ports import free_port
 
 
 @asynccontextmanager
-async def serving(app: FastAPI, *, port: int | None = None) -> AsyncIterator[str]:
+async def serving(
+    app: FastAPI, *, port: int | None = None, migrate: bool = True
+) -> AsyncIterator[str]:
     """Serve ``app`` on loopback; yields its base URL; runs the lifespan both ways.
+
+    A service's database is first brought to its migrations' head, as a deployment runs
+    ``python -m services.<name>.migrate`` before the service (``migrate=False``: as it is).
 
     A free port can be taken by another process before we bind it (parallel test
     workers): without a fixed ``port``, binding is retried on a fresh one. A service's
     metrics listener is noted for :func:`tests.support.metrics.scrape`.
     """
+    kit = getattr(app.state, "kit", None)
+    if migrate and kit is not None and kit.migrations is not None:
+        await kit.migrations.upgrade(kit.settings.database_url)
     for attempt in range(5):
         chosen = port or free_port()
         config = uvicorn.Config(
@@ -41,7 +49,6 @@ async def serving(app: FastAPI, *, port: int | None = None) -> AsyncIterator[str
         if port is not None or attempt == 4:
             raise RuntimeError(f"server could not start on port {chosen}")
     url = f"http://127.0.0.1:{chosen}"
-    kit = getattr(app.state, "kit", None)
     if kit is not None:
         metrics.register(url, kit.metrics_server.url)
     try:

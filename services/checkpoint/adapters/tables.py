@@ -18,7 +18,7 @@ class Base(DeclarativeBase):
 
 
 class CommuniqueRow(Base):
-    """A published communiqué (one revision per submission here)."""
+    """A published communiqué at its latest revision (older ones: ``communique_revisions``)."""
 
     __tablename__ = "communiques"
 
@@ -31,6 +31,23 @@ class CommuniqueRow(Base):
     ircc_ids: Mapped[list[str]] = mapped_column(JSON)
     submitted_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CommuniqueRevisionRow(Base):
+    """Every revision of an amended communiqué, the latest included (``communiques`` holds
+    the latest too). A communiqué never amended has none: its first amendment archives
+    revision 1 here, so a database from before amendments needs no migration."""
+
+    __tablename__ = "communique_revisions"
+
+    document_id: Mapped[int] = mapped_column(PK, primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uid: Mapped[str] = mapped_column(String(64), unique=True)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    submitted_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Why this revision amended the one before (an lstring); None for revision 1.
+    reason: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
 
 
 class IdempotencyRow(Base):

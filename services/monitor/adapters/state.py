@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.monitor import evaluation as ev
 from services.monitor.adapters.tables import (
     CitationRow,
+    CommuniqueRow,
     CpcCheckpointRow,
     CpcRow,
     FindingsRow,
@@ -96,6 +97,57 @@ async def put_cpc(
             .values([{"checkpoint": c, "cpc_uid": cpc_uid} for c in sorted(cited)])
             .on_conflict_do_nothing(index_elements=["checkpoint", "cpc_uid"])
         )
+
+
+async def lock_communique(session: AsyncSession, communique: str) -> tuple[int, str]:
+    """Lock a communiqué's row (creating an empty one): the latest revision seen and its
+    UID, ``(0, "")`` before any."""
+    await session.execute(
+        _insert(session, CommuniqueRow)
+        .values(communique=communique, revision=0, cpc_uid="")
+        .on_conflict_do_nothing(index_elements=["communique"])
+    )
+    row = (
+        await session.execute(
+            select(CommuniqueRow.revision, CommuniqueRow.cpc_uid)
+            .where(CommuniqueRow.communique == communique)
+            .with_for_update()
+        )
+    ).one()
+    return int(row.revision), str(row.cpc_uid)
+
+
+async def set_communique(
+    session: AsyncSession, communique: str, revision: int, cpc_uid: str
+) -> None:
+    """Record the latest revision of a (locked) communiqué."""
+    await session.execute(
+        update(CommuniqueRow)
+        .where(CommuniqueRow.communique == communique)
+        .values(revision=revision, cpc_uid=cpc_uid)
+    )
+
+
+async def has_cpc(session: AsyncSession, cpc_uid: str) -> bool:
+    """Whether a CPC revision is stored."""
+    return await session.get(CpcRow, cpc_uid) is not None
+
+
+async def citations_by(session: AsyncSession, cpc_uid: str) -> dict[str, ev.Citation]:
+    """The stored citations of one CPC revision, by IRCC identifier."""
+    rows = await session.scalars(select(CitationRow).where(CitationRow.cpc_uid == cpc_uid))
+    return {r.ircc: ev.Citation(r.cpc_uid, r.cpc, r.reference, _aware(r.received_at)) for r in rows}
+
+
+async def retire_cpc(session: AsyncSession, cpc_uid: str, items: Iterable[str]) -> None:
+    """Forget a superseded CPC revision: its citations, checkpoints, row and the findings
+    rows of ``items`` (its citations and its own checks). Nothing re-checks it again."""
+    keys = list(items)
+    if keys:
+        await session.execute(delete(FindingsRow).where(FindingsRow.item.in_(keys)))
+    await session.execute(delete(CitationRow).where(CitationRow.cpc_uid == cpc_uid))
+    await session.execute(delete(CpcCheckpointRow).where(CpcCheckpointRow.cpc_uid == cpc_uid))
+    await session.execute(delete(CpcRow).where(CpcRow.cpc_uid == cpc_uid))
 
 
 async def put_citations(session: AsyncSession, citations: dict[str, ev.Citation]) -> None:

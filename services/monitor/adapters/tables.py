@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, String, Text
+from sqlalchemy import JSON, BigInteger, DateTime, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.kit.outbox import OutboxMixin
@@ -81,6 +81,17 @@ class CpcRow(Base):
     cpc_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
     cpc: Mapped[dict[str, Any]] = mapped_column(JSON)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CommuniqueRow(Base):
+    """The latest revision seen of each communiqué (``revision`` 0: none yet), so that an
+    amendment retires the older revision's state and a late older revision changes nothing."""
+
+    __tablename__ = "monitor_communiques"
+
+    communique: Mapped[str] = mapped_column(String(64), primary_key=True)  # revision-less UID
+    revision: Mapped[int] = mapped_column(BigInteger)
+    cpc_uid: Mapped[str] = mapped_column(String(64))
 
 
 class CpcCheckpointRow(Base):

@@ -46,9 +46,8 @@ class DeliveryRow(Base):
     """One mail for one event and address: at most one per pair, ever.
 
     ``claimed_by``, ``claimed_until``, ``deferred_since`` and ``government`` were added after
-    the first release: ``create_all`` does not add columns to an existing table, so a database
-    created before needs them added (nullable, no default) until the Alembic migration exists.
-    Older rows keep ``government`` NULL, so only the Secretariat sees them in the log."""
+    the first release (migration 0002, nullable, no default). Older rows keep ``government``
+    NULL, so only the Secretariat sees them in the log."""
 
     __tablename__ = "deliveries"
     __table_args__ = (UniqueConstraint("event_id", "recipient", name="uq_delivery"),)

@@ -72,7 +72,8 @@ class UserRow(Base):
 class CredentialRow(Base):
     """A user's long-lived secret, exchanged for access tokens; only its SHA-256 is kept.
 
-    A table of its own (not a column of ``users``), so existing databases gain it on start.
+    A table of its own (not a column of ``users``): users from v0.1.0 have none (migration
+    0002).
     """
 
     __tablename__ = "user_credentials"

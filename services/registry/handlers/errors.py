@@ -12,7 +12,8 @@ class Conflict(Exception):
 
 
 class InvalidRecord(Exception):
-    """A record failed validation; ``errors`` lists ``{"field", "message"}`` items."""
+    """A record failed validation; ``errors`` lists ``{"field", "message"}`` items, with the
+    ABSCH ``code`` too when the field is a record's (``services.registry.codes``)."""
 
     def __init__(self, errors: list[dict[str, str]]) -> None:
         super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors))

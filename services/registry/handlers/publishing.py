@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.registry.adapters.tables import OutboxRow, RecordRow, RevisionRow
+from services.registry.codes import record_issues
 from services.registry.context import RegistryContext
 from services.registry.domain import (
     IRCC_SCHEMA,
@@ -19,19 +20,22 @@ from services.registry.handlers.errors import InvalidRecord
 from shared.events import Topic, new_event
 from shared.events.models import DirectoryRecordPublished, IrccEvent
 from shared.kit.outbox import stage
-from shared.records import AbsPermit, parse_record, record_errors
+from shared.records import AbsPermit, parse_record
 from shared.uid import format_uid
 
 
-def validated(body: dict[str, Any], *, published: bool = False) -> dict[str, Any]:
+def validated(
+    body: dict[str, Any], *, published: bool = False, draft: bool = False
+) -> dict[str, Any]:
     """The record as stored: validated, confidential parts stripped [P1].
 
+    A ``draft`` is checked for shape only; the publication rules wait for its publication.
     Editors' ``notes`` stay on drafts and never reach a published revision.
     """
     try:
-        record = parse_record(body)
+        record = parse_record(body, draft=draft)
     except ValidationError as exc:
-        raise InvalidRecord(record_errors(exc)) from None
+        raise InvalidRecord(record_issues(exc)) from None
     if isinstance(record, AbsPermit):
         record = record.strip_confidential()
     dumped: dict[str, Any] = record.dump()

@@ -17,7 +17,7 @@ from services.registry.domain import (
     verify_status,
 )
 from services.registry.handlers.records import resolve
-from shared.uid import format_uid
+from shared.uid import format_uid, solr_id_of
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,8 @@ class SearchHit:
     identifier: str
     title: str
     revoked: bool
+    document_id: int
+    solr_id: str | None  # the real index's ``id`` [C8]; None past its 9 hex digits
 
 
 async def search(
@@ -103,6 +105,8 @@ async def search(
                     row.identifier,
                     title,
                     row.revoked,
+                    row.document_id,
+                    solr_id_of(row.document_id),
                 )
             )
         return int(total or 0), hits

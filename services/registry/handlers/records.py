@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.registry.adapters.tables import RecordRow, RevisionRow
+from services.registry.codes import INVALID_VALUE, government_issue, issue
 from services.registry.context import RegistryContext
 from services.registry.domain import (
     IRCC_SCHEMA,
@@ -24,8 +26,12 @@ from services.registry.domain import (
 from services.registry.handlers import workflow
 from services.registry.handlers.errors import Conflict, InvalidRecord, NotFound
 from services.registry.handlers.publishing import create_revision, latest_body, validated
+from services.registry.handlers.validation import publication_issues
 from shared.auth import Principal
-from shared.uid import MAX_ID, BadReference, UidError, parse_reference, parse_uid
+from shared.uid import MAX_ID, BadReference, UidError, parse_reference, parse_solr_id, parse_uid
+
+# A government as the records hold it [C1]; the record models give the same answer later.
+_ISO2 = re.compile(r"[A-Za-z]{2}")
 
 
 @dataclass(frozen=True)
@@ -39,9 +45,24 @@ class PublishOutcome:
 
 
 def owner_government(schema: str, body: dict[str, Any], principal: Principal) -> str | None:
-    """Government owning a record; a contact without one belongs to its creator's government."""
+    """Government owning a record; a contact without one belongs to its creator's government.
+
+    A government named otherwise than by its ISO code ("Mexico", "MEX") is a 422 naming the
+    field, before any rights are checked: no government could own it.
+    """
     term = body.get("government")
     gov = term.get("identifier") if isinstance(term, dict) else None  # any shape may come
+    if isinstance(gov, str) and gov and not _ISO2.fullmatch(gov):
+        raise InvalidRecord(
+            [
+                {
+                    "field": "government.identifier",
+                    "message": f"{gov[:40]!r} is not an ISO 3166 alpha-2 code: name the "
+                    "government by its two-letter code (e.g. 'mx'), not by a name or a "
+                    "three-letter code",
+                }
+            ]
+        )
     if isinstance(gov, str) and gov:
         return gov.lower()
     return principal.government if schema == "contact" else None
@@ -52,42 +73,14 @@ async def find_row(session: AsyncSession, identifier: str) -> RecordRow | None:
     return await session.scalar(select(RecordRow).where(RecordRow.identifier == identifier))
 
 
-async def _check_references(
-    session: AsyncSession, body: dict[str, Any], gov: str | None, *, published: bool = False
-) -> None:
-    """absCNA and relatedIRCCs must point at records of the same government [P11, DOMAIN §2];
-    at publication they must be published themselves."""
-    errors: list[dict[str, str]] = []
-    own = body.get("header", {}).get("identifier")
-    refs: list[tuple[str, str, str]] = []
-    if isinstance(body.get("absCNA"), dict):
-        refs.append(("absCNA", body["absCNA"].get("identifier", ""), "authority"))
-    for i, ref in enumerate(body.get("relatedIRCCs") or []):
-        refs.append((f"relatedIRCCs.{i}", ref.get("identifier", ""), IRCC_SCHEMA))
-    for field, ref_id, schema in refs:
-        try:
-            ident, _rev = parse_reference(ref_id)
-        except BadReference as exc:
-            errors.append({"field": field, "message": str(exc)})
-            continue
-        if ident == own:
-            errors.append({"field": field, "message": "a record cannot reference itself"})
-            continue
-        target = await find_row(session, ident)
-        if target is None or target.schema_name != schema:
-            errors.append({"field": field, "message": f"no {schema} record {ident!r}"})
-        elif target.government != gov:
-            errors.append({"field": field, "message": "must be a record of the same government"})
-        elif published and target.latest_revision == 0:
-            errors.append({"field": field, "message": f"{schema} {ident!r} is not published"})
-    if errors:
-        raise InvalidRecord(errors)
-
-
 async def save_draft(
     ctx: RegistryContext, principal: Principal, schema: str, identifier: str, body: dict[str, Any]
 ) -> RecordRow:
-    """Validate and store a draft (confidential parts stripped); nothing is half-saved."""
+    """Store a draft whose shape holds (confidential parts stripped); nothing is half-saved.
+
+    Its publication rules wait for publication, as in the real clearing-house; its
+    government is checked first (422 when absent or unknown, 403 when another's).
+    """
     if schema not in REGISTRY_SCHEMAS:
         raise NotFound(f"the registry keeps no {schema!r} records")
     raw_header = body.get("header")
@@ -95,17 +88,20 @@ async def save_draft(
     if header.get("identifier") != identifier or header.get("schema") != schema:
         raise InvalidRecord(
             [
-                {
-                    "field": "header",
-                    "message": "header.identifier and header.schema must match the URL",
-                }
+                issue(
+                    "header",
+                    "header.identifier and header.schema must match the URL",
+                    INVALID_VALUE,
+                )
             ]
         )
+    wrong_government = government_issue(schema, body)
+    if wrong_government is not None:
+        raise InvalidRecord([wrong_government])
     gov = owner_government(schema, body, principal)
     check_can_edit(principal, schema, gov)
-    stored = validated(body)
+    stored = validated(body, draft=True)
     async with ctx.sessions() as session:
-        await _check_references(session, stored, gov)
         row = await find_row(session, identifier)
         now = ctx.clock()
         if row is None:
@@ -152,16 +148,20 @@ async def publish(
             raise Conflict("record is locked for workflow")
         if row.draft is None:
             raise Conflict("there is no draft to publish")
-        try:
-            body = prepare_publication(
-                row.draft, schema=schema, latest_revision=row.latest_revision, revoked=row.revoked
-            )
-        except RuleViolation as exc:
-            if exc.status == 409:
-                raise Conflict(str(exc)) from None
-            raise InvalidRecord([{"field": exc.field or "<body>", "message": str(exc)}]) from None
-        validated(body)
-        await _check_references(session, body, row.government, published=True)
+        if row.revoked:
+            raise Conflict("revoked certificates are not editable")
+        found = await publication_issues(
+            session,
+            schema,
+            row.draft,
+            government=row.government,
+            latest_revision=row.latest_revision,
+        )
+        if found:
+            raise InvalidRecord(found)
+        body = prepare_publication(
+            row.draft, schema=schema, latest_revision=row.latest_revision, revoked=False
+        )
         if mode is PublishMode.REQUEST:
             req = await workflow.open_request(
                 ctx, session, row, principal, "publish", body, message=message
@@ -221,7 +221,8 @@ class Lookup:
 
 
 async def resolve(session: AsyncSession, ref: str) -> Lookup | None:
-    """Find a record by UID (with or without revision), ``identifier[@rev]`` or documentID [C7]."""
+    """Find a record by UID (with or without revision), ``identifier[@rev]``, documentID [C7]
+    or the real index's Solr ``id`` [C8] (``@rev`` allowed after the last two)."""
     try:
         uid = parse_uid(ref)
     except UidError:
@@ -237,32 +238,60 @@ async def resolve(session: AsyncSession, ref: str) -> Lookup | None:
         ident, rev = parse_reference(ref)
     except BadReference:
         return None
-    # Digits name a documentID [C7], within the range a database integer holds.
+    # Digits name a documentID [C7], within the range a database integer holds; so does a
+    # Solr id [C8]. Either wins over a header.identifier that happens to look the same.
     numeric = ident.isdigit() and int(ident) <= MAX_ID
-    row = await session.get(RecordRow, int(ident)) if numeric else None
+    document_id = int(ident) if numeric else _solr_document_id(ident)
+    row = await session.get(RecordRow, document_id) if document_id is not None else None
     row = row or await find_row(session, ident)
     return Lookup(row, rev) if row else None
 
 
+def _solr_document_id(text: str) -> int | None:
+    try:
+        return parse_solr_id(text)
+    except UidError:
+        return None
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What ``GET /v1/records/{uid}`` shows: a record, the revision asked for (None for the
+    draft) and, once the IRCC is revoked, the revision that revoked it [P7]."""
+
+    row: RecordRow
+    revision: RevisionRow | None
+    revocation: RevisionRow | None
+
+
+async def revocation_of(session: AsyncSession, row: RecordRow) -> RevisionRow | None:
+    """The revision that revoked the record: its last, as a revoked record is frozen [P7]."""
+    if not row.revoked:
+        return None
+    return await session.get(RevisionRow, (row.document_id, row.latest_revision))
+
+
 async def read(
     ctx: RegistryContext, principal: Principal | None, ref: str, *, draft: bool = False
-) -> tuple[RecordRow, RevisionRow | None]:
-    """A revision (or the draft, for its government's editors) of a record."""
+) -> Reading:
+    """A revision (or the draft, for its government's editors) of a record. The Secretariat
+    reads a government's draft only through the audit endpoint (403 here)."""
     async with ctx.sessions() as session:
         found = await resolve(session, ref)
         if found is None:
             raise NotFound(f"no record {ref!r}")
         row = found.row
-        may_see_draft = check_can_read_draft(principal, row.government)
         if draft or (row.latest_revision == 0 and found.revision is None):
-            if row.draft is None or not may_see_draft:
+            if row.draft is None:
                 raise NotFound(f"no record {ref!r}")
-            return row, None
+            if not check_can_read_draft(principal, row.government, row.schema_name):
+                raise NotFound(f"no record {ref!r}")
+            return Reading(row, None, None)
         number = found.revision or row.latest_revision
         rev = await session.get(RevisionRow, (row.document_id, number))
         if rev is None:
             raise NotFound(f"no revision {number} of {ref!r}")
-        return row, rev
+        return Reading(row, rev, await revocation_of(session, row))
 
 
 async def revisions(ctx: RegistryContext, ref: str) -> tuple[RecordRow, list[RevisionRow]]:

@@ -5,6 +5,8 @@ A user gets two credentials at creation: an access token (a JWT living
 ``POST /v1/tokens`` exchanges for a fresh access token while the user is active.
 Deactivation is final: the user's row turns inactive and ``directory.user.deactivated``
 leaves through the outbox in the same transaction (docs/adr/0002-tokens-and-deactivation.md).
+A government has one publishing authority [W1]: designating a PA deactivates the one
+before, in the transaction that creates the new one, so its tokens stop working everywhere.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import jwt
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.registry.adapters.tables import CredentialRow, OutboxRow, RecordRow, UserRow
 from services.registry.context import RegistryContext
 from services.registry.domain import (
+    ONE_PER_GOVERNMENT,
     check_can_create_user,
     check_can_deactivate,
     check_can_deactivate_user,
@@ -112,8 +115,10 @@ async def create_user(
     role: Role,
     government: str | None,
     checkpoint: str | None,
+    correlation_id: str | None = None,
 ) -> NewUser:
-    """Create a user in the creator's remit with its first token and its secret."""
+    """Create a user in the creator's remit with its first token and its secret. A new
+    publishing authority replaces the government's previous one (deactivated) [W1]."""
     government = government.lower() if government else None
     if role in UNSCOPED_ROLES:
         government = None
@@ -137,11 +142,44 @@ async def create_user(
         user_id=user.id, secret_sha256=secret_digest(secret), created_at=ctx.clock()
     )
     async with ctx.sessions() as session:
+        if role in ONE_PER_GOVERNMENT:
+            await _lock_role(session, role, government)
         session.add(user)
         await session.flush()  # the user row first: the credential refers to it
         session.add(credential)
+        if role in ONE_PER_GOVERNMENT:
+            await _replace_predecessors(ctx, session, user, correlation_id=correlation_id)
         await session.commit()
+    if role in ONE_PER_GOVERNMENT:
+        ctx.relay.wake()
     return NewUser(user, issue_token(ctx, _principal(user)), secret)
+
+
+async def _lock_role(session: AsyncSession, role: Role, government: str | None) -> None:
+    """Serialise designations of ``role`` for ``government``, so two crossing ones cannot
+    both stay active. PostgreSQL: a transaction advisory lock on the pair. SQLite has one
+    writer at a time, and the designation writes (the new row) before it reads the others."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    digest = hashlib.sha256(f"registry-role:{role.value}:{government}".encode()).digest()
+    key = int.from_bytes(digest[:8], "big", signed=True)
+    await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+async def _replace_predecessors(
+    ctx: RegistryContext, session: AsyncSession, user: UserRow, *, correlation_id: str | None
+) -> None:
+    """Deactivate the other active users of ``user``'s role and government [W1]."""
+    others = await session.scalars(
+        select(UserRow.id).where(
+            UserRow.role == user.role,
+            UserRow.government == user.government,
+            UserRow.active.is_(True),
+            UserRow.id != user.id,
+        )
+    )
+    for other in list(others):
+        await _deactivate(ctx, session, other, correlation_id=correlation_id)
 
 
 async def exchange_secret(ctx: RegistryContext, secret: str) -> IssuedToken:
@@ -175,25 +213,35 @@ async def deactivate_user(
         check_can_deactivate_user(caller, Role(user.role), user.government)
         if not user.active:
             return
-        # Conditional: of two requests crossing, only the one that flips the row announces it.
-        flipped = await session.execute(
-            update(UserRow)
-            .where(UserRow.id == user_id, UserRow.active.is_(True))
-            .values(active=False)
-            .execution_options(synchronize_session=False)
-        )
-        if getattr(flipped, "rowcount", 1) != 1:
+        if not await _deactivate(ctx, session, user_id, correlation_id=correlation_id):
             return
-        event = new_event(
-            DEACTIVATION_EVENT,
-            source="registry",
-            subject=user_id,
-            data=UserDeactivated(user_id=user_id, deactivated_at=ctx.clock()),
-            correlation_id=correlation_id,
-        )
-        stage(session, OutboxRow, ctx.topic(Topic.DIRECTORY), event, key=user_id)
         await session.commit()
     ctx.relay.wake()
+
+
+async def _deactivate(
+    ctx: RegistryContext, session: AsyncSession, user_id: str, *, correlation_id: str | None
+) -> bool:
+    """Turn the user inactive and stage ``directory.user.deactivated``; caller commits.
+    False when it was inactive already (nothing staged)."""
+    # Conditional: of two requests crossing, only the one that flips the row announces it.
+    flipped = await session.execute(
+        update(UserRow)
+        .where(UserRow.id == user_id, UserRow.active.is_(True))
+        .values(active=False)
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(flipped, "rowcount", 1) != 1:
+        return False
+    event = new_event(
+        DEACTIVATION_EVENT,
+        source="registry",
+        subject=user_id,
+        data=UserDeactivated(user_id=user_id, deactivated_at=ctx.clock()),
+        correlation_id=correlation_id,
+    )
+    stage(session, OutboxRow, ctx.topic(Topic.DIRECTORY), event, key=user_id)
+    return True
 
 
 async def is_deactivated(sessions: async_sessionmaker[AsyncSession], user_id: str) -> bool:

@@ -104,18 +104,28 @@ async def test_both_branches_are_validated_field_by_field(
         }
         assert _failing_fields(await _post(post, pa, period)) == {"dateCollectedTo"}
 
-        # Valid on each branch; no-IRCC evidence sent with IRCCs is dropped, as ABSCH does.
+        # Valid on each branch; no-IRCC evidence sent with IRCCs is kept as sent (the ABSCH
+        # API stores it too; only its web form drops it) and named in a warning.
         period["dateCollectedTo"] = "2025-03-01"
-        resp = await _post(post, pa, period | {"sourceCountries": [{"identifier": "br"}]})
+        resp = await _post(post, pa, period)
         assert resp.status_code == 201, resp.text
         assert resp.json()["warnings"] == []
+        mixed = period | {
+            "header": period["header"] | {"identifier": new_id("CPC")},
+            "sourceCountries": [{"identifier": "br"}],
+        }
+        resp = await _post(post, pa, mixed)
+        assert resp.status_code == 201, resp.text
+        assert [w["field"] for w in resp.json()["warnings"]] == ["sourceCountries"]
         stored = (await post.get(f"/v1/communiques/{resp.json()['uid']}")).json()["record"]
-        assert "sourceCountries" not in stored
+        assert stored["sourceCountries"] == [{"identifier": "br"}]
         assert stored["dateCollectedFrom"] == "2025-02-01"
         own = communique("de", [w.cp1], source_countries=["br", "de"])
         resp = await _post(post, pa, own)
         assert resp.status_code == 201, resp.text
-        assert resp.json()["warnings"] == ["sourceCountries includes the issuing government"]
+        assert resp.json()["warnings"] == [
+            {"field": "sourceCountries", "message": "includes the issuing government"}
+        ]
 
         assert _failing_fields(await _post(post, pa, {"header": "junk"})) == {"header.schema"}
         cited = communique("de", [w.cp1, new_id("CP"), w.cp_fr], irccs=[new_id("IRCC")])

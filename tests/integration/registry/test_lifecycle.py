@@ -59,31 +59,34 @@ async def _publish(w: World, record: dict[str, Any]) -> httpx.Response:
     return await w.client.post(f"/v1/records/{schema}/{ident}/publish", headers=auth(w.users["pa"]))
 
 
-async def test_invalid_record_names_every_failing_field_and_saves_nothing(world: World) -> None:
+async def test_an_invalid_record_is_saved_as_a_draft_and_its_publication_names_every_field(
+    world: World,
+) -> None:
+    """Drafts may be incomplete; publishing refuses, naming each field, publishing nothing."""
     bad = permit("mx", world.cna)
     bad["picGranted"] = False
     del bad["dateOfIssuance"]
     bad["providersConfidential"] = False
-    resp = await _put(world, bad)
+    assert (await _put(world, bad)).status_code == 200
+    resp = await _publish(world, bad)
     assert resp.status_code == 422
     assert resp.headers["content-type"] == "application/problem+json"
     fields = {e["field"] for e in resp.json()["errors"]}
-    assert "dateOfIssuance" in fields
-    got = await world.client.get(
-        f"/v1/records/{bad['header']['identifier']}",
-        params={"draft": "true"},
-        headers=auth(world.users["pa"]),
-    )
+    assert {"dateOfIssuance", "picGranted"} <= fields
+    got = await world.client.get(f"/v1/records/{bad['header']['identifier']}")
     assert got.status_code == 404
 
 
 async def test_cross_field_rules_are_reported_by_field(world: World) -> None:
-    no_pic = await _put(world, permit("mx", world.cna, picGranted=False))
-    assert no_pic.status_code == 422
-    assert {e["field"] for e in no_pic.json()["errors"]} == {"picGranted"}
+    no_pic = permit("mx", world.cna, picGranted=False)
+    assert (await _put(world, no_pic)).status_code == 200
+    resp = await _publish(world, no_pic)
+    assert resp.status_code == 422
+    assert {e["field"] for e in resp.json()["errors"]} == {"picGranted"}
     early = permit("mx", world.cna, dateOfExpiry="2020-01-01")
     early["providersConfidential"] = False
-    resp = await _put(world, early)
+    assert (await _put(world, early)).status_code == 200
+    resp = await _publish(world, early)
     assert resp.status_code == 422
     assert {e["field"] for e in resp.json()["errors"]} == {"dateOfExpiry", "providers"}
 
@@ -92,11 +95,12 @@ async def test_cna_must_be_an_authority_of_the_same_government(world: World) -> 
     other = authority("br", ["cna@br.example"])
     br_users = await government_users(world.client, "br")
     await publish(world.client, br_users["pa"], other)
-    resp = await _put(world, permit("mx", other["header"]["identifier"]))
-    assert resp.status_code == 422
-    assert resp.json()["errors"][0]["field"] == "absCNA"
-    resp = await _put(world, permit("mx", "NO-SUCH-CNA-000"))
-    assert resp.json()["errors"][0]["field"] == "absCNA"
+    for cna in (other["header"]["identifier"], "NO-SUCH-CNA-000"):
+        ircc = permit("mx", cna)
+        assert (await _put(world, ircc)).status_code == 200
+        resp = await _publish(world, ircc)
+        assert resp.status_code == 422
+        assert resp.json()["errors"][0]["field"] == "absCNA"
 
 
 async def test_cna_must_be_published_before_the_ircc(world: World) -> None:
@@ -152,7 +156,7 @@ async def test_revisions_amendment_revocation_and_verification(world: World) -> 
         "latest_uid": second,
     }
     old = (await world.client.get(f"/v1/records/{first}")).json()
-    assert old["status"] == "old-version"
+    assert old["status"] == "old-version"  # until the revocation below
     assert old["record"]["title"] == {"en": ircc["title"]["en"]} or old["revision"] == 1
     assert (await world.client.get(f"/v1/records/{second}")).json()["record"][
         "amendmentIntent"
@@ -176,6 +180,7 @@ async def test_revisions_amendment_revocation_and_verification(world: World) -> 
         assert (await world.client.get(f"/v1/verify/{uid}")).json()["status"] == "revoked"
     latest = (await world.client.get(f"/v1/records/{permanent}")).json()
     assert latest["status"] == "revoked"
+    assert (await world.client.get(f"/v1/records/{first}")).json()["status"] == "revoked"
     assert latest["record"]["amendmentIntent"] == 1
     assert latest["record"]["amendmentDescription"] == {"en": "permit withdrawn"}
     frozen = await _put(world, ircc)
@@ -234,7 +239,8 @@ async def test_related_ircc_links_stay_within_the_government(world: World) -> No
     assert got["relatedIRCCs"] == [{"identifier": parent["header"]["identifier"]}]
     selfish = permit("mx", world.cna)
     selfish["relatedIRCCs"] = [{"identifier": selfish["header"]["identifier"]}]
-    resp = await _put(world, selfish)
+    assert (await _put(world, selfish)).status_code == 200
+    resp = await _publish(world, selfish)
     assert resp.status_code == 422
     assert resp.json()["errors"][0]["field"].startswith("relatedIRCCs")
 

@@ -4,8 +4,10 @@ live hours and are renewed with the user's secret.
 One registry per database backend serves the module (module-scoped fixture and event loop):
 two governments, ``mx`` (the caller's own) and ``br`` (another), each with an NFP, PA, NAU,
 CNA reader and checkpoint operator and a published checkpoint. Every matrix cell
-deactivates a user created for it, so cells do not depend on each other. That every other
-service refuses a deactivated user is ``tests/integration/test_user_deactivation.py``.
+deactivates a user created for it, so cells do not depend on each other. A government has
+one PA [W1]: a PA created for a cell becomes the world's, and one deactivated is replaced.
+That every other service refuses a deactivated user is
+``tests/integration/test_user_deactivation.py``.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class World:
     kafka: str
     tokens: dict[str, dict[str, str]]  # government -> role -> token (admin in both)
     checkpoint: dict[str, str]  # government -> published checkpoint identifier
+    pa_ids: dict[str, str]  # government -> id of its (one) publishing authority
 
     @property
     def ctx(self) -> RegistryContext:
@@ -112,7 +115,11 @@ async def world(
                 users["admin"] = ADMIN_TOKEN
                 tokens[gov] = users
                 checkpoints[gov] = ident
-            yield World(client, prefix, kafka_bootstrap, tokens, checkpoints)
+            pa_ids = {
+                gov: str(jwt.decode(users["pa"], options={"verify_signature": False})["sub"])
+                for gov, users in tokens.items()
+            }
+            yield World(client, prefix, kafka_bootstrap, tokens, checkpoints, pa_ids)
 
 
 # ---------------------------------------------------------------- helpers
@@ -137,12 +144,19 @@ async def new_user(world: World, role: str, gov: str = "mx") -> dict[str, Any]:
     resp = await world.client.post("/v1/users", json=body, headers=auth(creator))
     assert resp.status_code == 201, resp.text
     created: dict[str, Any] = resp.json()
+    if role == "pa":  # it replaced the government's PA [W1]: it is the world's now
+        world.tokens[gov]["pa"], world.pa_ids[gov] = created["token"], created["id"]
     return created
 
 
 async def deactivate(world: World, caller: str, user_id: str) -> httpx.Response:
-    """``DELETE /v1/users/{user_id}`` as ``caller`` (a token)."""
-    return await world.client.delete(f"/v1/users/{user_id}", headers=auth(caller))
+    """``DELETE /v1/users/{user_id}`` as ``caller`` (a token). A government whose PA this
+    deactivates gets a new one, for the cells that follow."""
+    resp = await world.client.delete(f"/v1/users/{user_id}", headers=auth(caller))
+    for gov, pa_id in list(world.pa_ids.items()):
+        if pa_id == user_id and resp.status_code == 204:
+            await new_user(world, "pa", gov)
+    return resp
 
 
 async def authenticated(world: World, token: str) -> httpx.Response:

@@ -11,8 +11,10 @@ from services.checkpoint.domain import (
     check_can_submit,
     check_may_submit_at_all,
     for_publication,
+    submission_warnings,
 )
 from shared.auth import Principal, Role
+from shared.records import AbsCheckpointCommunique, parse_record
 from tests.support.communiques import communique
 
 
@@ -91,3 +93,23 @@ def test_no_ircc_branch_requires_sources_subject_matter_and_a_full_period() -> N
     body |= {"absIRCCs": [{"identifier": "X"}], "dateCollectedTo": "2025-01-01"}
     del body["dateCollected"]
     assert _fields(body) == {"sourceCountries", "subjectMatter", "absIRCCs", "dateCollectedFrom"}
+
+
+def _warned(body: dict[str, object]) -> list[str]:
+    record = parse_record(body)
+    assert isinstance(record, AbsCheckpointCommunique)
+    return [w["field"] for w in submission_warnings(record)]
+
+
+def test_no_ircc_evidence_beside_cited_irccs_is_named_in_warnings() -> None:
+    clean = communique("de", ["CP-1"], irccs=["IRCC-1"])
+    assert _warned(clean) == []
+    mixed = clean | {
+        "sourceCountries": [{"identifier": "br"}],
+        "evidenceOfPIC": {"en": "Permit 12/2024"},
+        "subjectMatter": {"en": "<p></p>"},  # no visible text: nothing to warn about
+    }
+    assert _warned(mixed) == ["sourceCountries", "evidenceOfPIC"]
+    # On its own branch the evidence is expected; only the issuing country is worth a word.
+    assert _warned(communique("de", ["CP-1"], source_countries=["br"])) == []
+    assert _warned(communique("de", ["CP-1"], source_countries=["br", "DE"])) == ["sourceCountries"]

@@ -13,16 +13,22 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, delete
 
 from services.monitor.adapters.tables import Base as MonitorBase
-from services.monitor.adapters.tables import CaseRow, FindingsRow
+from services.monitor.adapters.tables import (
+    CaseRow,
+    CitationRow,
+    CommuniqueRow,
+    CpcRow,
+    FindingsRow,
+)
 from services.monitor.adapters.tables import OutboxRow as MonitorOutbox
 from services.monitor.bootstrap import CHECKED_TYPES, utc_now
 from services.monitor.metrics import MonitorMetrics
 from services.monitor.worker import MonitorWorker
 from shared.events import CloudEvent, new_event
-from shared.events.models import DirectoryRecordPublished, DirectoryRecordWithdrawn
+from shared.events.models import CpcAmended, DirectoryRecordPublished, DirectoryRecordWithdrawn
 from shared.kafka.producer import EventProducer
 from shared.kit.directory import DIRECTORY_TYPES, DirectoryView, directory_table
 from shared.kit.outbox import OutboxRelay
@@ -225,3 +231,126 @@ async def test_monitor_a_known_ircc_raises_nothing(monitor: Monitor) -> None:
     await h.feed(ircc_event(9), cpc_event(3, irccs=[9], checkpoints=[CP]))
     assert await h.staged(MonitorOutbox) == []
     assert await monitor.cases() == {}
+
+
+# -- monitor: an amended CPC is checked on its latest revision ------------------------------
+
+GONE = "T-CP-GONE"  # cited, but no checkpoint the directory knows
+
+
+def cpc_amended(
+    doc: int, revision: int, *, irccs: list[int], checkpoints: list[str]
+) -> CloudEvent[Any]:
+    """Revision ``revision`` of :func:`cpc_event`'s communiqué ``doc``, as the checkpoint
+    service amends it."""
+    record = cpc_event(doc, irccs=irccs, checkpoints=checkpoints).data.record
+    uid = f"ABSCH-CPC-DE-{doc}-{revision}"
+    data = CpcAmended(
+        uid=uid,
+        identifier=record["header"]["identifier"],
+        document_id=doc,
+        revision=revision,
+        government="de",
+        checkpoints=checkpoints,
+        record=record,
+        reason={"en": "Corrected what the communiqué cites"},
+        previous_uid=f"ABSCH-CPC-DE-{doc}-{revision - 1}",
+        changed=["absCheckpoints", "absIRCCs"],
+    )
+    return new_event("cpc.amended", source="checkpoint", subject=uid, data=data)
+
+
+def raised(events: list[CloudEvent[Any]]) -> list[tuple[str, str, str | None, str]]:
+    """(type, rule, IRCC uid, CPC uid) of discrepancy events."""
+    return [(e.type, e.data.rule, e.data.ircc_uid, e.data.cpc_uid) for e in events]
+
+
+async def amendment_world(monitor: Monitor) -> dict[str, str]:
+    """IRCC 21 revoked, 22 and 23 unknown; revision 1 of CPC 20 cites 21, 22 and an
+    unknown checkpoint. Returns the case ids by rule (and IRCC)."""
+    h = monitor.harness
+    await h.feed(ircc_event(21), ircc_event(21, 2, "ircc.revoked"), key="ABSCH-IRCC-MX-21")
+    await h.feed(cpc_event(20, irccs=[21, 22], checkpoints=[CP, GONE]), key="ABSCH-CPC-DE-20")
+    first = "ABSCH-CPC-DE-20-1"
+    assert sorted(raised(await h.staged(MonitorOutbox))) == [
+        ("discrepancy.flagged", "CHECKPOINT_UNKNOWN", None, first),
+        ("discrepancy.flagged", "IRCC_REVOKED", "ABSCH-IRCC-MX-21", first),
+        ("discrepancy.flagged", "IRCC_UNKNOWN", "T-IRCC-22", first),
+    ]
+    return {f"{e.data.rule} {e.data.ircc_uid}": e.data.id for e in await h.staged(MonitorOutbox)}
+
+
+async def test_monitor_an_amendment_clears_what_no_longer_holds_and_flags_what_is_new(
+    monitor: Monitor,
+) -> None:
+    h = monitor.harness
+    ids = await amendment_world(monitor)
+    before = len(await h.staged(MonitorOutbox))
+    second = cpc_amended(20, 2, irccs=[21, 23], checkpoints=[CP])
+
+    await h.feed(second, key="ABSCH-CPC-DE-20")
+    first, latest = "ABSCH-CPC-DE-20-1", "ABSCH-CPC-DE-20-2"
+    staged = await h.staged(MonitorOutbox)
+    # The revoked IRCC is still cited: its finding holds, nothing is said again.
+    assert sorted(raised(staged[before:])) == [
+        ("discrepancy.cleared", "CHECKPOINT_UNKNOWN", None, first),
+        ("discrepancy.cleared", "IRCC_UNKNOWN", "T-IRCC-22", first),
+        ("discrepancy.flagged", "IRCC_UNKNOWN", "T-IRCC-23", latest),
+    ]
+    new_id = next(e.data.id for e in staged[before:] if e.data.ircc_uid == "T-IRCC-23")
+    cases = await monitor.cases()
+    assert cases == {
+        ids["IRCC_REVOKED ABSCH-IRCC-MX-21"]: ("IRCC_REVOKED", "open", 1),
+        ids["IRCC_UNKNOWN T-IRCC-22"]: ("IRCC_UNKNOWN", "cleared", 2),
+        ids["CHECKPOINT_UNKNOWN None"]: ("CHECKPOINT_UNKNOWN", "cleared", 2),
+        new_id: ("IRCC_UNKNOWN", "open", 1),
+    }
+    active = {fid for fid, e in (await monitor.findings()).items() if e["active"]}
+    assert active == {ids["IRCC_REVOKED ABSCH-IRCC-MX-21"], new_id}
+    # Only the latest revision is kept to be looked at again.
+    assert {r.cpc_uid for r in await h.rows(CpcRow)} == {latest}
+    assert {(r.ircc, r.cpc_uid) for r in await h.rows(CitationRow)} == {
+        ("T-IRCC-21", latest),
+        ("T-IRCC-23", latest),
+    }
+    assert {r.item for r in await h.rows(FindingsRow)} == {
+        f"T-IRCC-21|{latest}",
+        f"T-IRCC-23|{latest}",
+        f"cpc:{latest}",
+    }
+
+    # The old revision's citation of IRCC 22, cited by nobody else, raises nothing.
+    await h.feed(ircc_event(22), ircc_event(22, 2, "ircc.revoked"), key="ABSCH-IRCC-MX-22")
+    assert len(await h.staged(MonitorOutbox)) == len(staged)
+    # The new revision's citation is live.
+    await h.feed(ircc_event(23), key="ABSCH-IRCC-MX-23")
+    assert raised((await h.staged(MonitorOutbox))[len(staged) :]) == [
+        ("discrepancy.cleared", "IRCC_UNKNOWN", "T-IRCC-23", latest)
+    ]
+    # Redelivered, or late: the first revision and the amendment change nothing.
+    settled = await h.staged(MonitorOutbox)
+    await h.feed(cpc_event(20, irccs=[21, 22], checkpoints=[CP, GONE]), second)
+    assert await h.staged(MonitorOutbox) == settled
+    assert {r.cpc_uid for r in await h.rows(CpcRow)} == {latest}
+    assert monitor.counted("monitor_discrepancies_flagged_total", "IRCC_UNKNOWN") == 2
+
+
+async def test_monitor_a_cpc_checked_before_revisions_were_tracked_is_retired_too(
+    monitor: Monitor,
+) -> None:
+    h = monitor.harness
+    ids = await amendment_world(monitor)
+    async with h.sessions() as session, session.begin():  # a database from before
+        await session.execute(delete(CommuniqueRow))
+
+    await h.feed(cpc_amended(20, 2, irccs=[21], checkpoints=[CP]), key="ABSCH-CPC-DE-20")
+    cases = await monitor.cases()
+    assert {fid: status for fid, (_, status, _) in cases.items()} == {
+        ids["IRCC_REVOKED ABSCH-IRCC-MX-21"]: "open",
+        ids["IRCC_UNKNOWN T-IRCC-22"]: "cleared",
+        ids["CHECKPOINT_UNKNOWN None"]: "cleared",
+    }
+    assert {r.cpc_uid for r in await h.rows(CpcRow)} == {"ABSCH-CPC-DE-20-2"}
+    assert [(r.communique, r.revision) for r in await h.rows(CommuniqueRow)] == [
+        ("ABSCH-CPC-DE-20", 2)
+    ]

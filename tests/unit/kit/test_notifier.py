@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
@@ -34,7 +35,7 @@ from services.notifier.parking import ParkingWorker
 from services.notifier.projection import Projection
 from services.notifier.settings import NotifierSettings
 from shared.events import CloudEvent, new_event
-from shared.events.models import CpcPublished
+from shared.events.models import CpcAmended, CpcPublished
 from shared.kafka.producer import EventProducer
 from shared.kit.consumer import Delivery, Tx
 from shared.kit.directory import DIRECTORY_TYPES, DirectoryView, directory_table
@@ -276,6 +277,69 @@ async def test_a_second_copy_of_a_parked_event_adds_nothing(notifier: Notifier) 
     await notifier.harness.feed(cpc, key=key_of(cpc))
     await notifier.harness.feed(cpc, key=key_of(cpc))
     assert [p[0] for p in await notifier.parked()] == [cpc.id]
+
+
+# -- an amended CPC goes to everyone the first copy went to --------------------------------
+
+CNA_BR = "cna@br.example"
+
+
+def cpc_amended(
+    previous: CloudEvent[Any], record: dict[str, Any], changed: list[str]
+) -> CloudEvent[Any]:
+    """``cpc.amended`` of the revision after ``previous``, as the checkpoint service builds it."""
+    before: CpcPublished = previous.data
+    revision = before.revision + 1
+    uid = format_uid("absCheckpointCommunique", before.government, before.document_id, revision)
+    data = CpcAmended(
+        uid=uid,
+        identifier=before.identifier,
+        document_id=before.document_id,
+        revision=revision,
+        government=before.government,
+        checkpoints=[c["identifier"] for c in record["absCheckpoints"]],
+        record=record,
+        reason={"en": "The wrong certificate was cited"},
+        previous_uid=before.uid,
+        changed=changed,
+    )
+    return new_event("cpc.amended", source="checkpoint", subject=uid, data=data)
+
+
+async def test_an_amended_cpc_reaches_the_first_copys_recipients_and_the_new_ones(
+    notifier: Notifier,
+) -> None:
+    w = world()
+    cna_br = authority("br", [CNA_BR])
+    brazilian = permit("br", identifier(cna_br))
+    await notifier.learn(
+        *w.events, directory_event(cna_br), ircc_event(w.ircc), ircc_event(brazilian)
+    )
+    first = cpc_published(communique("de", [w.checkpoint], irccs=[identifier(w.ircc)]), 1007)
+    await notifier.harness.feed(first, key=key_of(first))
+    # The amendment cites Brazil's certificate instead of Mexico's.
+    record = first.data.record | {"absIRCCs": [{"identifier": identifier(brazilian)}]}
+    amended = cpc_amended(first, record, ["absIRCCs"])
+    await notifier.harness.feed(amended, key=key_of(amended))
+
+    rows = [r for r in await notifier.harness.rows(DeliveryRow) if r.event_id == amended.id]
+    assert {r.recipient: (r.template, r.role, r.government) for r in rows} == {
+        CONTACT: ("cpc_amended", "checkpoint-contact", "de"),
+        CNA_BR: ("cpc_amended", "ircc-cna", "br"),
+        # Mexico's side got the first copy: it learns that the communiqué changed.
+        CNA: ("cpc_amended", "ircc-cna", "mx"),
+        NFP: ("cpc_amended", "provider-nfp", "mx"),
+    }
+    mail = next(r for r in rows if r.recipient == CNA)
+    assert mail.subject == amended.data.uid
+    for said in ("The wrong certificate was cited", "absIRCCs", first.data.uid):
+        assert said in mail.text_body
+        assert said in mail.html_body
+    # A second copy of the amendment adds nothing; the first copy's deliveries stay.
+    await notifier.harness.feed(amended, key=key_of(amended))
+    rows = await notifier.harness.rows(DeliveryRow)
+    counts = Counter((r.event_id, r.template) for r in rows)
+    assert counts == {(first.id, "cpc_published"): 3, (amended.id, "cpc_amended"): 4}
 
 
 # -- the delivery worker sends through the fake mailer -------------------------------------

@@ -28,6 +28,7 @@ IRCC_UID = "ABSCH-IRCC-MX-207443-2"
 IRCC_LINK = "https://absch.example.org/v1/records/ABSCH-IRCC-MX-207443"
 CPC_UID = "ABSCH-CPC-DE-1001-1"
 CPC_LINK = "https://absch.example.org/v1/records/ABSCH-CPC-DE-1001"
+AMENDED_UID = "ABSCH-CPC-DE-1001-2"
 SENTINEL = "SENTINEL-CONFIDENTIAL-7f3a"
 IRCC_KINDS = [kind for kind in KINDS if kind.startswith("ircc_")]
 
@@ -76,6 +77,14 @@ def context_for(kind: str, **overrides: Any) -> MailContext:
     """A representative context for each kind."""
     if kind == "cpc_published":
         fields: dict[str, Any] = {"uid": CPC_UID, "record": cpc_record()}
+    elif kind == "cpc_amended":
+        fields = {
+            "uid": AMENDED_UID,
+            "record": cpc_record(),
+            "reason": {"en": "Wrong collection date", "fr": "Date de collecte erronée"},
+            "changed": ("dateCollected", "description"),
+            "previous_uid": CPC_UID,
+        }
     elif kind == "discrepancy_flagged":
         facts = DiscrepancyFacts(
             rule="USE_MISMATCH",
@@ -109,7 +118,7 @@ def test_every_kind_renders_in_every_language(kind, language):
     assert "\n" not in mail.subject
     assert "\r" not in mail.subject
     assert ctx.uid in mail.subject
-    link = CPC_LINK if ctx.uid == CPC_UID else IRCC_LINK
+    link = CPC_LINK if ctx.uid.startswith("ABSCH-CPC-") else IRCC_LINK
     assert link in mail.text
     assert f'href="{link}"' in mail.html
     assert ctx.uid in mail.text  # the UID with its revision
@@ -279,6 +288,26 @@ def test_cpc_without_ircc_names_the_source_countries():
 
     assert "CCRI non disponible" in mail.text
     assert "ZA" in mail.text
+
+
+def test_amended_cpc_mail_says_why_and_which_fields_changed():
+    for language, reason, label in (
+        ("fr", "Date de collecte erronée", "Description des informations recueillies"),
+        ("en", "Wrong collection date", "Description of the information collected"),
+        ("zh", "Wrong collection date", catalog("zh")["labels"]["description"]),
+    ):
+        mail = render("cpc_amended", language, context_for("cpc_amended"))
+        for part in (mail.text, mail.html):
+            assert reason in part
+            assert f"{label} (description)" in part
+            assert "dateCollected" in part
+            assert CPC_UID in part  # the revision it replaces
+            assert catalog(language)["labels"]["changed_fields"] in part
+        assert AMENDED_UID in mail.subject
+    assert "<li>dateCollected</li>" in mail.html
+    # Still the communiqué itself, as in the first copy.
+    assert IRCC_UID in mail.text
+    assert "Basic research on Zea mays" in mail.text
 
 
 def test_discrepancy_mail_reports_rule_uids_and_evidence():

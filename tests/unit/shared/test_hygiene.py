@@ -56,6 +56,18 @@ async def test_text_that_only_looks_bad_passes() -> None:
             assert resp.status_code == 200, (body, resp.text)
 
 
+async def test_a_method_no_route_serves_is_405_whatever_its_body_holds() -> None:
+    app, _ = build_app(LIMIT)
+    async with client_of(app) as client:
+        for method in ("GET", "PUT", "DELETE"):
+            resp = await client.request(method, "/raw", content=rb'{"a": "bell\u0007"}')
+            assert resp.status_code == 405, (method, resp.text)
+            assert resp.headers["allow"] == "POST"
+        # Where a route serves the method, the body is still looked at first.
+        resp = await client.post("/raw", content=rb'{"a": "bell\u0007"}')
+        assert resp.status_code == 422, resp.text
+
+
 async def test_depth_is_limited() -> None:
     app, _ = build_app()
     async with client_of(app) as client:

@@ -34,16 +34,16 @@ CPC = "04_cpc_docs_example_with_ircc_reference.json"
 CP = "05_checkpoint_docs_example.json"
 CNA = "06_cna_authority_docs_example.json"
 
-# What export may change in each sample; everything else must come back identical.
-#  01, 02, 06: nothing (02's flagged groups stay: stripping happens only when asked).
-#  04: the IRCC-branch clean-up (the no-IRCC fields are dropped); the sample holds none of
-#      them, so for this file it is a no-op.
-#  05: jurisdiction is the national term, so jurisdictionName is cleared as the real form does.
+# What export may change in each record sample; everything else must come back identical.
+# Nothing: the server keeps what it is sent (02's flagged groups stay, stripping happens only
+# when asked; 04 would keep no-IRCC evidence; 05 keeps jurisdictionName beside the national
+# jurisdiction). The other samples (Solr answers, workflow shapes, the spreadsheet's column
+# map) are not records: tests/unit/shared/test_samples.py covers them.
 EXPORT_DROPS: dict[str, tuple[str, ...]] = {
     IRCC_01: (),
     IRCC_02: (),
-    CPC: NO_IRCC_BRANCH_FIELDS,
-    CP: ("jurisdictionName",),
+    CPC: (),
+    CP: (),
     CNA: (),
 }
 
@@ -140,7 +140,12 @@ def failing_fields(data: dict[str, Any]) -> list[str]:
 
 
 def test_every_sample_has_a_documented_normalisation():
-    assert sorted(p.name for p in SAMPLES.glob("*.json")) == sorted(EXPORT_DROPS)
+    records = [
+        p.name
+        for p in SAMPLES.glob("*.json")
+        if "header" in json.loads(p.read_text(encoding="utf-8"))["record"]
+    ]
+    assert sorted(records) == sorted(EXPORT_DROPS)
 
 
 @pytest.mark.parametrize("name", sorted(EXPORT_DROPS))
@@ -398,14 +403,23 @@ def test_government_is_normalised_to_lower_case():
     assert record.government_code() == "af"
 
 
-def test_cpc_ircc_branch_drops_no_ircc_fields():
+def test_cpc_ircc_branch_keeps_no_ircc_fields_and_names_them():
     extra = cpc_without_ircc()
     data = load(CPC)
-    data.update({field: extra[field] for field in extra if field in NO_IRCC_BRANCH_FIELDS})
+    mixed = [field for field in NO_IRCC_BRANCH_FIELDS if field in extra]
+    data.update({field: extra[field] for field in mixed})
     record = parse_record(data)
     assert isinstance(record, AbsCheckpointCommunique)
     assert record.cites_irccs()
-    assert record.dump() == load(CPC)
+    assert record.dump() == data
+    assert record.mixed_branch_fields() == mixed
+    clean = parse_record(load(CPC))
+    assert isinstance(clean, AbsCheckpointCommunique)
+    assert clean.mixed_branch_fields() == []
+    # On its own branch the same evidence is no mix.
+    without = parse_record(extra)
+    assert isinstance(without, AbsCheckpointCommunique)
+    assert without.mixed_branch_fields() == []
 
 
 def test_cpc_without_ircc_keeps_its_evidence_and_flags_own_country():

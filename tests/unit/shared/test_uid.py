@@ -7,6 +7,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from shared.uid import (
+    MAX_SOLR_DOCUMENT_ID,
     SCHEMA_SHORT_CODES,
     SHORT_CODE_SCHEMAS,
     BadReference,
@@ -14,9 +15,12 @@ from shared.uid import (
     UidError,
     canonical_prefix,
     format_reference,
+    format_solr_id,
     format_uid,
     parse_reference,
+    parse_solr_id,
     parse_uid,
+    solr_id_of,
 )
 
 # --- examples ----------------------------------------------------------------------------
@@ -222,3 +226,76 @@ def test_arbitrary_reference_raises_only_bad_reference(text):
     except BadReference:
         return
     assert parse_reference(format_reference(identifier, revision)) == (identifier, revision)
+
+
+# --- Solr ids [C8] -------------------------------------------------------------------------
+
+
+def _abs_hex_to_integer(hex_id: str) -> int:
+    """ABSCH's ``hexToInteger``: characters 15-23 as hex."""
+    return int(hex_id[15:24], 16)
+
+
+def _scbd_extract_id(hex_id: str) -> int:
+    """SCBD's other pages: strip ``52000000cbd08`` and read the rest as hex."""
+    return int(hex_id.replace("52000000cbd08", ""), 16)
+
+
+@pytest.mark.parametrize(
+    ("document_id", "solr_id"),
+    [
+        (207608, "52000000cbd0800000032af8"),  # sample 09, a real id
+        (1, "52000000cbd0800000000001"),
+        (MAX_SOLR_DOCUMENT_ID, "52000000cbd0800fffffffff"),
+    ],
+)
+def test_solr_ids_both_ways(document_id, solr_id):
+    assert format_solr_id(document_id) == solr_id
+    assert parse_solr_id(solr_id) == document_id
+    assert parse_solr_id(solr_id.upper()) == document_id
+    assert _abs_hex_to_integer(solr_id) == _scbd_extract_id(solr_id) == document_id
+
+
+@pytest.mark.parametrize("document_id", [0, -1, MAX_SOLR_DOCUMENT_ID + 1, 2**63 - 1])
+def test_a_document_id_without_a_solr_id(document_id):
+    with pytest.raises(UidError, match="document id"):
+        format_solr_id(document_id)
+    assert solr_id_of(document_id) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "52000000cbd0800000032af",  # 23 characters
+        "52000000cbd0800000032af80",  # 25
+        "52000000cbd080000003zaf8",  # not hex
+        "52000000cbd0180000032af8",  # a news item's prefix, not a national record's
+        "52000000cbd0810000032af8",  # a documentID past 9 hex digits
+        "52000000cbd0800000000000",  # documentID 0
+        "ABSCH-IRCC-HT-207608-2",
+        "207608",
+    ],
+)
+def test_parse_solr_id_rejects(text):
+    with pytest.raises(UidError):
+        parse_solr_id(text)
+
+
+@given(st.integers(min_value=1, max_value=MAX_SOLR_DOCUMENT_ID))
+def test_every_solr_id_decodes_as_the_real_clients_do(document_id):
+    solr_id = format_solr_id(document_id)
+    assert len(solr_id) == 24
+    assert parse_solr_id(solr_id) == document_id
+    assert _abs_hex_to_integer(solr_id) == _scbd_extract_id(solr_id) == document_id
+
+
+@given(st.text(max_size=40))
+@example("52000000cbd0800000032af8")
+@example("52000000cbd0800000032af\u0663")  # an Arabic-Indic digit is no hex digit
+def test_arbitrary_text_raises_only_uid_error_as_solr_id(text):
+    try:
+        document_id = parse_solr_id(text)
+    except UidError:
+        return
+    assert format_solr_id(document_id) == text.strip().lower()

@@ -1,0 +1,26 @@
+"""${message}
+
+Revision ${up_revision}, after ${down_revision | comma,n}; written by autogenerate on
+${create_date}, then reviewed.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+${imports if imports else ""}
+
+revision = ${repr(up_revision)}
+down_revision = ${repr(down_revision)}
+branch_labels = ${repr(branch_labels)}
+depends_on = ${repr(depends_on)}
+
+
+def upgrade() -> None:
+    """${message}"""
+    ${upgrades if upgrades else "pass"}
+
+
+def downgrade() -> None:
+    """Undo :func:`upgrade`."""
+    ${downgrades if downgrades else "pass"}

@@ -1,0 +1,1 @@
+"""The monitor's revisions, oldest first (a package, so that wheels carry them)."""

@@ -1,0 +1,23 @@
+"""The registry's schema migrations (Alembic; docs/operations.md, "Upgrading").
+
+``versions/`` holds one reviewed file per schema change; ``r0001`` is v0.1.0's tables.
+``python -m services.registry.migrate`` brings a database to head. A change to the tables is
+``python -m tools.migrate registry --autogenerate "what changed"``, then a review.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import MetaData
+
+from services.registry.adapters.tables import Base, OutboxRow
+from shared.kit.models import service_models
+from shared.migrations import Migrations
+
+
+def models() -> MetaData:
+    """Every table of the registry's database: ``adapters/tables.py`` and its kit's
+    (consumed offsets, outbox dead letters)."""
+    return service_models(Base.metadata, outbox=OutboxRow)
+
+
+MIGRATIONS = Migrations("registry", __name__, models)
