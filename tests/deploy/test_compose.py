@@ -443,7 +443,7 @@ def test_dockerfile_healthcheck_ports_signal_and_command() -> None:
     assert "urllib" in check
     assert "curl" not in check
     exposed = {int(p.split("/")[0]) for arg in by_kw["EXPOSE"] for p in arg.split()}
-    assert exposed == set(APPS.values())
+    assert exposed == set(APPS.values()) | set(METRICS.values())
     assert by_kw["STOPSIGNAL"] == ["SIGTERM"]
     assert len(by_kw["CMD"]) == 1
     assert "ENTRYPOINT" not in by_kw  # a plain CMD: `docker run IMAGE other command` works
