@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bench import b_intake, b_notifier, b_pipeline, b_raw, b_rss, b_rules, b_state
+from bench import b_intake, b_monitor, b_notifier, b_pipeline, b_raw, b_rss, b_rules, b_state
 from bench.common import ROOT, VAR, LoadMeter, Outcome, Table, load_note, out, progress, write_json
 from bench.session import Session
 
@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, tuple[Bench, str]] = {
     "raw": (b_raw.run, "aiokafka produce -> consume round trip, 1 KB JSON"),
     "rules": (b_rules.run, "monitor rule evaluation (pure, one core)"),
     "notifier": (b_notifier.run, "SmtpMailer -> SmtpSink over one connection"),
+    "monitor": (b_monitor.run, "monitor worker: CPC events/s per batch transaction (SQLite, PG)"),
     "state": (b_state.run, "monitor_irccs table with 1,000,000 IRCCs (SQLite, PostgreSQL)"),
     "pipeline": (b_pipeline.run, "HTTP CPC -> verdict + mails, max rate and 25/50/100% levels"),
     "rss": (b_rss.run, "RSS of each service and the broker, idle and under load"),

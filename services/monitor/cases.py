@@ -210,10 +210,41 @@ async def apply_finding_event(session: AsyncSession, event: CloudEvent[Any]) -> 
     """
     if event.type not in FINDING_EVENTS or not isinstance(event.data, DiscrepancyEvent):
         return False
+    case = await session.get(CaseRow, event.data.id, with_for_update=True)
+    return _fold_finding_event(session, case, event) is not None
+
+
+async def apply_finding_events(session: AsyncSession, events: list[CloudEvent[Any]]) -> None:
+    """:func:`apply_finding_event` for many events, in order: their cases are locked and
+    read in one query (a batch of CPCs raises many)."""
+    ids = sorted(
+        {
+            e.data.id
+            for e in events
+            if e.type in FINDING_EVENTS and isinstance(e.data, DiscrepancyEvent)
+        }
+    )
+    if not ids:
+        return
+    rows = await session.scalars(
+        select(CaseRow).where(CaseRow.id.in_(ids)).order_by(CaseRow.id).with_for_update()
+    )
+    cases: dict[str, CaseRow] = {row.id: row for row in rows}
+    for event in events:
+        if event.type in FINDING_EVENTS and isinstance(event.data, DiscrepancyEvent):
+            case = _fold_finding_event(session, cases.get(event.data.id), event)
+            if case is not None:  # a case opened here is there for the next event
+                cases[event.data.id] = case
+
+
+def _fold_finding_event(
+    session: AsyncSession, case: CaseRow | None, event: CloudEvent[Any]
+) -> CaseRow | None:
+    """Fold a finding event into its (locked) case, adding one if none: the case when it
+    changed, None when the event was applied already."""
     data: DiscrepancyEvent = event.data
-    case = await session.get(CaseRow, data.id, with_for_update=True)
     if case is not None and case.last_event_id == event.id:
-        return False
+        return None
     status = FINDING_EVENTS[event.type]
     if case is None:
         case = CaseRow(
@@ -241,7 +272,7 @@ async def apply_finding_event(session: AsyncSession, event: CloudEvent[Any]) -> 
             "status": status,
         },
     ]
-    return True
+    return case
 
 
 READERS = frozenset({Role.NFP, Role.CNA, Role.PA, Role.NAU})

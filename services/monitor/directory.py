@@ -73,6 +73,28 @@ class Checkpoints:
             for ident, gov, published in rows
         }
 
+    async def states_for(
+        self, session: AsyncSession, cpcs: list[dict[str, Any]]
+    ) -> list[dict[str, CheckpointState]]:
+        """:meth:`states_in` for many CPCs, read (and share-locked) in one query."""
+        cited = [cited_checkpoints(cpc) for cpc in cpcs]
+        wanted = sorted({i for c in cited for i in c})
+        if self._table is None or not wanted:
+            known = self._states
+        else:
+            t = self._table
+            rows = await session.execute(
+                select(t.c.identifier, t.c.government, t.c.published)
+                .where(t.c.identifier.in_(wanted), t.c.schema_name == CHECKPOINT_SCHEMA)
+                .order_by(t.c.identifier)
+                .with_for_update(read=True)
+            )
+            known = {
+                ident: CheckpointState(ident, gov or "", bool(published))
+                for ident, gov, published in rows
+            }
+        return [{i: known[i] for i in sorted(set(c)) if i in known} for c in cited]
+
     def snapshot(self) -> dict[str, CheckpointState]:
         """A copy that an evaluation can hold on to."""
         return dict(self._states)

@@ -25,15 +25,19 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timedelta
-from typing import Any
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
+from sqlalchemy import Table, insert
+from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.util import await_only
 
 from services.monitor import evaluation as ev
 from services.monitor.adapters import state as store
 from services.monitor.adapters.tables import FindingsRow, OutboxRow
-from services.monitor.cases import apply_finding_event
+from services.monitor.cases import apply_finding_event, apply_finding_events
 from services.monitor.directory import Checkpoints
 from services.monitor.domain import Finding, apply_ircc_event
 from services.monitor.metrics import MonitorMetrics
@@ -45,6 +49,50 @@ from shared.kit.outbox import OutboxRelay, stage
 from shared.uid import UidError, parse_uid
 
 log = logging.getLogger(__name__)
+
+
+_BATCH_KEY = "monitor.cpc_batch"  # in ``session.info``: the CPCs deferred to the commit
+
+
+@dataclass
+class _CpcBatch:
+    """CPC events deferred in one consumer transaction, and what they flagged/cleared."""
+
+    items: list[tuple[CpcPublished, datetime]] = field(default_factory=list)
+    out: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class _Plan:
+    """One CPC of a batch check: what it cites and what it takes over."""
+
+    data: CpcPublished
+    previous: str | None
+    cited: dict[str, str]
+    received_at: datetime
+    citations: dict[str, ev.Citation]
+    old_keys: dict[str, str]
+
+    def items_read(self) -> list[str]:
+        """Every findings item this CPC reads: its own and its previous revision's."""
+        own = [ev.citation_key(i, self.data.uid) for i in self.cited]
+        own.append(ev.CPC_KEY_PREFIX + self.data.uid)
+        if self.previous:
+            own += [*self.old_keys.values(), ev.CPC_KEY_PREFIX + self.previous]
+        return own
+
+
+def _revision_of(cpc_uid: str) -> int | None:
+    """The revision a CPC UID names (None: no UID with a revision, it stands alone)."""
+    try:
+        return parse_uid(cpc_uid).revision
+    except UidError:
+        return None
+
+
+def _communique_of(cpc_uid: str) -> str:
+    """The revision-less UID of a CPC revision (a UID without one stands for itself)."""
+    return cpc_uid.rsplit("-", 1)[0] if _revision_of(cpc_uid) is not None else cpc_uid
 
 
 def cited_irccs(record: dict[str, Any]) -> dict[str, str]:
@@ -99,12 +147,202 @@ class MonitorWorker:
             await self._handle(session, out, event)
 
     async def on_event_tx(self, tx: Tx, event: CloudEvent[Any], _delivery: Delivery) -> None:
-        """Handle one IRCC or CPC event in the consumer's transaction, beside its offset."""
+        """Handle one IRCC or CPC event in the consumer's transaction, beside its offset.
+
+        CPC events are deferred and checked together just before the transaction commits
+        (or before the next IRCC event of the batch, which may change what they read): a
+        few set-based statements for the whole poll batch instead of ~8 per event. The
+        effects are those of checking them one at a time, in order.
+        """
+        if isinstance(event.data, CpcPublished):
+            self.metrics.events_seen.labels(event.type).inc()
+            self._defer(tx, event.data, event.time)
+            return
+        await self._flush_cpcs(tx.session)  # earlier CPCs first, as they arrived
         start = time.perf_counter()
         out: list[tuple[str, str]] = []
         await self._handle(tx.session, out, event)
         self.metrics.check_seconds.observe(time.perf_counter() - start)
         tx.after_commit(lambda: self._committed(out))
+
+    def _defer(self, tx: Tx, data: CpcPublished, received_at: datetime) -> None:
+        """Keep a CPC for the batch check of this transaction."""
+        batch: _CpcBatch | None = tx.session.info.get(_BATCH_KEY)
+        if batch is None:
+            batch = _CpcBatch()
+            tx.session.info[_BATCH_KEY] = batch
+            session = tx.session
+
+            def before_commit(_sync: Any) -> None:
+                # Runs inside the commit's greenlet, so the async flush can be awaited; an
+                # error here rolls the batch back like a handler's would.
+                await_only(self._flush_cpcs(session))
+
+            sa_event.listen(session.sync_session, "before_commit", before_commit, once=True)
+            out = batch.out
+            tx.after_commit(lambda: self._committed(out))
+        batch.items.append((data, received_at))
+
+    async def _flush_cpcs(self, session: AsyncSession) -> None:
+        """Check the deferred CPCs, in groups where each communiqué appears once (a later
+        revision in the same batch must see what the earlier one stored)."""
+        batch: _CpcBatch | None = session.info.get(_BATCH_KEY)
+        if batch is None or not batch.items:
+            return
+        items, batch.items = batch.items, []
+        start = time.perf_counter()
+        # Rows staged before these CPCs (an IRCC event's) get their outbox ids first: the
+        # CPCs' outbox rows are inserted directly, past the unit of work.
+        await session.flush()
+        group: list[tuple[CpcPublished, datetime]] = []
+        seen: set[str] = set()
+        for data, received_at in items:
+            communique = _communique_of(data.uid)
+            if communique in seen:
+                await self._on_cpcs(session, batch.out, group)
+                group, seen = [], set()
+            group.append((data, received_at))
+            seen.add(communique)
+        await self._on_cpcs(session, batch.out, group)
+        each = (time.perf_counter() - start) / len(items)
+        for _ in items:
+            self.metrics.check_seconds.observe(each)
+
+    async def _on_cpcs(
+        self,
+        session: AsyncSession,
+        out: list[tuple[str, str]],
+        group: list[tuple[CpcPublished, datetime]],
+    ) -> None:
+        """:meth:`_on_cpc` for CPCs of distinct communiqués, with set-based reads and
+        writes; findings, cases and events are staged in the order of ``group``."""
+        revisions = {data.uid: _revision_of(data.uid) for data, _ in group}
+        seen = await store.lock_communiques(
+            session, [_communique_of(u) for u, r in revisions.items() if r is not None]
+        )
+        live: list[tuple[CpcPublished, datetime]] = []
+        previous: dict[str, str | None] = {}
+        latest: dict[str, tuple[int, str]] = {}
+        firsts: dict[str, str] = {}
+        for data, received_at in group:
+            revision = revisions[data.uid]
+            previous[data.uid] = None
+            if revision is not None:
+                communique = _communique_of(data.uid)
+                seen_revision, seen_uid = seen[communique]
+                if seen_revision > revision:
+                    log.info("%s is older than a revision already checked: ignored", data.uid)
+                    continue
+                if seen_revision < revision:
+                    latest[communique] = (revision, data.uid)
+                    if seen_revision:
+                        previous[data.uid] = seen_uid
+                    elif revision > 1:
+                        firsts[data.uid] = f"{communique}-1"
+            live.append((data, received_at))
+        await store.set_communiques(session, latest)
+        if firsts:
+            # Stored before revisions were tracked: only a first revision can be.
+            stored = await store.existing_cpcs(session, firsts.values())
+            previous.update({u: f for u, f in firsts.items() if f in stored})
+        prevs = [p for p in previous.values() if p]
+        old_citations = await store.citations_by_many(session, prevs)
+        cited = {data.uid: cited_irccs(data.record) for data, _ in live}
+        states = await store.lock_irccs(
+            session,
+            {i for c in cited.values() for i in c} | {i for c in old_citations.values() for i in c},
+        )
+        old_cpcs = await store.lock_cpcs(session, prevs)
+        plans: list[_Plan] = []
+        for data, received_at in live:
+            prev = previous[data.uid]
+            old = old_citations.get(prev, {}) if prev else {}
+            old_cpc = old_cpcs.get(prev) if prev else None
+            plans.append(
+                _Plan(
+                    data=data,
+                    previous=prev,
+                    cited=cited[data.uid],
+                    # Grace for an unknown reference runs from when it was first named.
+                    received_at=old_cpc["received_at"] if old_cpc else received_at,
+                    citations={
+                        ident: ev.Citation(
+                            data.uid,
+                            data.record,
+                            reference,
+                            old[ident].received_at if ident in old else received_at,
+                        )
+                        for ident, reference in cited[data.uid].items()
+                    },
+                    old_keys={ident: ev.citation_key(ident, prev or "") for ident in old},
+                )
+            )
+        # Writes first: on SQLite they take the write lock before anything is read.
+        await store.put_cpcs(session, [(p.data.uid, p.data.record, p.received_at) for p in plans])
+        await store.put_citations_many(
+            session, [(ident, c) for p in plans for ident, c in p.citations.items()]
+        )
+        rows = await store.findings_of(session, [k for p in plans for k in p.items_read()])
+        checkpoint_states = await self.checkpoints.states_for(
+            session, [p.data.record for p in plans]
+        )
+
+        def carried(key: str | None) -> dict[str, Any] | None:
+            row = rows.get(key) if key else None
+            return row.stored if row else None
+
+        now = self.clock()
+        events: list[CloudEvent[Any]] = []
+        outbox: list[dict[str, Any]] = []
+        retired: list[str] = []
+        for plan, checkpoints in zip(plans, checkpoint_states, strict=True):
+            uid = plan.data.uid
+            for ident, citation in plan.citations.items():
+                self.metrics.citations_checked.inc()
+                findings, due = ev.citation_findings(
+                    citation, states.get(ident), now=now, grace=self.grace
+                )
+                key = ev.citation_key(ident, uid)
+                events += self._stage(
+                    session,
+                    out,
+                    key,
+                    rows.get(key),
+                    findings,
+                    due,
+                    carried=carried(plan.old_keys.get(ident)),
+                    outbox=outbox,
+                )
+            self.metrics.cpcs_checked.inc()
+            findings, due = ev.cpc_findings(
+                uid, plan.data.record, plan.received_at, checkpoints, now=now, grace=self.grace
+            )
+            cpc_key = ev.CPC_KEY_PREFIX + uid
+            old_cpc_key = ev.CPC_KEY_PREFIX + plan.previous if plan.previous else None
+            events += self._stage(
+                session,
+                out,
+                cpc_key,
+                rows.get(cpc_key),
+                findings,
+                due,
+                carried=carried(old_cpc_key),
+                outbox=outbox,
+            )
+            if plan.previous:
+                # IRCCs the new revision no longer cites: their findings no longer hold.
+                for ident, key in plan.old_keys.items():
+                    if ident not in plan.cited:
+                        events += self._stage(
+                            session, out, key, rows.get(key), [], None, outbox=outbox
+                        )
+                retired += [*plan.old_keys.values(), str(old_cpc_key)]
+        if outbox:
+            # One executemany, in staging order (the relay sends by id).
+            await session.execute(insert(cast(Table, OutboxRow.__table__)), outbox)
+        await apply_finding_events(session, events)
+        await store.retire_cpcs(session, prevs, retired)
+        await session.flush()  # the next group's reads see this one's rows
 
     async def _handle(
         self, session: AsyncSession, out: list[tuple[str, str]], event: CloudEvent[Any]
@@ -313,14 +551,43 @@ class MonitorWorker:
     ) -> None:
         """Compare ``findings`` with those stored for ``item`` (or, for an item not stored
         yet, those ``carried`` over from the revision it amends): stage what changed."""
+        for event in self._stage(session, out, item, row, findings, due, carried=carried):
+            await apply_finding_event(session, event)
+
+    def _stage(
+        self,
+        session: AsyncSession,
+        out: list[tuple[str, str]],
+        item: str,
+        row: FindingsRow | None,
+        findings: list[Finding],
+        due: datetime | None,
+        *,
+        carried: dict[str, Any] | None = None,
+        outbox: list[dict[str, Any]] | None = None,
+    ) -> list[CloudEvent[Any]]:
+        """:meth:`_apply` without the cases: stage the outbox rows (or, given ``outbox``,
+        collect them there for one bulk insert) and the findings, and return the events
+        whose cases the caller must apply, in order."""
         change = ev.transition(row.stored if row else carried or {}, findings)
         for event in change.events:
-            stage(session, OutboxRow, self._topic, event, key=event.data.id)
-            await apply_finding_event(session, event)
+            if outbox is None:
+                stage(session, OutboxRow, self._topic, event, key=event.data.id)
+            else:
+                outbox.append(
+                    {
+                        "event_id": event.id,
+                        "topic": self._topic,
+                        "key": event.data.id,
+                        "payload": event.model_dump_json(),
+                        "created_at": datetime.now(UTC),
+                    }
+                )
         out += [("flagged", r) for r in change.flagged] + [("cleared", r) for r in change.cleared]
         moved = row is None and bool(carried)
         stored = change.stored if change.events or moved else None
         store.save_findings(session, item, row, stored, due)
+        return change.events
 
     async def _recheck_loop(self) -> None:
         while True:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -44,10 +44,12 @@ async def lock_irccs(session: AsyncSession, identifiers: Iterable[str]) -> dict[
     idents = sorted(set(identifiers))
     if not idents:
         return {}
+    # executemany of one cached statement: a multi-row VALUES is compiled anew per size.
     await session.execute(
-        _insert(session, IrccStateRow)
-        .values([{"identifier": i, "state": None} for i in idents])
-        .on_conflict_do_nothing(index_elements=["identifier"])
+        _insert(session, IrccStateRow.__table__).on_conflict_do_nothing(
+            index_elements=["identifier"]
+        ),
+        [{"identifier": i, "state": None} for i in idents],
     )
     rows = await session.execute(
         select(IrccStateRow.identifier, IrccStateRow.state)
@@ -115,6 +117,147 @@ async def lock_communique(session: AsyncSession, communique: str) -> tuple[int, 
         )
     ).one()
     return int(row.revision), str(row.cpc_uid)
+
+
+async def lock_communiques(
+    session: AsyncSession, communiques: Iterable[str]
+) -> dict[str, tuple[int, str]]:
+    """:func:`lock_communique` for many communiqués, in two statements (identifier order,
+    as the per-event locks, so no deadlock)."""
+    keys = sorted(set(communiques))
+    if not keys:
+        return {}
+    await session.execute(
+        _insert(session, CommuniqueRow.__table__).on_conflict_do_nothing(
+            index_elements=["communique"]
+        ),
+        [{"communique": c, "revision": 0, "cpc_uid": ""} for c in keys],
+    )
+    rows = await session.execute(
+        select(CommuniqueRow.communique, CommuniqueRow.revision, CommuniqueRow.cpc_uid)
+        .where(CommuniqueRow.communique.in_(keys))
+        .order_by(CommuniqueRow.communique)
+        .with_for_update()
+    )
+    return {str(c): (int(rev), str(uid)) for c, rev, uid in rows}
+
+
+async def set_communiques(session: AsyncSession, latest: dict[str, tuple[int, str]]) -> None:
+    """Record the latest revision of (locked) communiqués: ``communique -> (revision,
+    cpc_uid)``, in one executemany."""
+    if latest:
+        await session.execute(
+            update(CommuniqueRow.__table__)  # type: ignore[arg-type]
+            .where(CommuniqueRow.communique == bindparam("b_communique"))
+            .values(revision=bindparam("b_revision"), cpc_uid=bindparam("b_cpc_uid")),
+            [
+                {"b_communique": c, "b_revision": rev, "b_cpc_uid": uid}
+                for c, (rev, uid) in sorted(latest.items())
+            ],
+        )
+
+
+async def existing_cpcs(session: AsyncSession, cpc_uids: Iterable[str]) -> set[str]:
+    """Which of these CPC revisions are stored."""
+    uids = sorted(set(cpc_uids))
+    if not uids:
+        return set()
+    return set(await session.scalars(select(CpcRow.cpc_uid).where(CpcRow.cpc_uid.in_(uids))))
+
+
+async def lock_cpcs(session: AsyncSession, cpc_uids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """:func:`lock_cpc` for many stored CPCs (absent ones are left out)."""
+    uids = sorted(set(cpc_uids))
+    if not uids:
+        return {}
+    await session.execute(
+        update(CpcRow).where(CpcRow.cpc_uid.in_(uids)).values(cpc_uid=CpcRow.cpc_uid)
+    )
+    rows = await session.execute(
+        select(CpcRow.cpc_uid, CpcRow.cpc, CpcRow.received_at).where(CpcRow.cpc_uid.in_(uids))
+    )
+    return {
+        uid: {"cpc_uid": uid, "cpc": cpc, "received_at": _aware(received)}
+        for uid, cpc, received in rows
+    }
+
+
+async def put_cpcs(session: AsyncSession, cpcs: list[tuple[str, dict[str, Any], datetime]]) -> None:
+    """:func:`put_cpc` for many ``(cpc_uid, record, received_at)``, in two statements."""
+    if not cpcs:
+        return
+    await session.execute(
+        _insert(session, CpcRow.__table__).on_conflict_do_nothing(index_elements=["cpc_uid"]),
+        [{"cpc_uid": u, "cpc": r, "received_at": t} for u, r, t in cpcs],
+    )
+    pairs = sorted(
+        {
+            (c, uid)
+            for uid, record, _ in cpcs
+            for c in {
+                (r.get("identifier") or "").split("@", 1)[0]
+                for r in record.get("absCheckpoints") or []
+            }
+            if c
+        }
+    )
+    if pairs:
+        await session.execute(
+            _insert(session, CpcCheckpointRow.__table__).on_conflict_do_nothing(
+                index_elements=["checkpoint", "cpc_uid"]
+            ),
+            [{"checkpoint": c, "cpc_uid": u} for c, u in pairs],
+        )
+
+
+async def citations_by_many(
+    session: AsyncSession, cpc_uids: Iterable[str]
+) -> dict[str, dict[str, ev.Citation]]:
+    """:func:`citations_by` for many CPC revisions: ``cpc_uid -> ircc -> citation``."""
+    uids = sorted(set(cpc_uids))
+    out: dict[str, dict[str, ev.Citation]] = {u: {} for u in uids}
+    if uids:
+        rows = await session.scalars(select(CitationRow).where(CitationRow.cpc_uid.in_(uids)))
+        for r in rows:
+            out[r.cpc_uid][r.ircc] = ev.Citation(
+                r.cpc_uid, r.cpc, r.reference, _aware(r.received_at)
+            )
+    return out
+
+
+async def put_citations_many(
+    session: AsyncSession, citations: list[tuple[str, ev.Citation]]
+) -> None:
+    """:func:`put_citations` for ``(ircc, citation)`` pairs of many CPCs, in one statement."""
+    if citations:
+        await session.execute(
+            _insert(session, CitationRow.__table__).on_conflict_do_nothing(
+                index_elements=["ircc", "cpc_uid"]
+            ),
+            [
+                {
+                    "ircc": ircc,
+                    "cpc_uid": c.cpc_uid,
+                    "cpc": c.cpc,
+                    "reference": c.reference,
+                    "received_at": c.received_at,
+                }
+                for ircc, c in citations
+            ],
+        )
+
+
+async def retire_cpcs(session: AsyncSession, cpc_uids: Iterable[str], items: Iterable[str]) -> None:
+    """:func:`retire_cpc` for many superseded revisions, in four statements."""
+    uids = sorted(set(cpc_uids))
+    if not uids:
+        return
+    keys = list(items)
+    if keys:
+        await session.execute(delete(FindingsRow).where(FindingsRow.item.in_(keys)))
+    await session.execute(delete(CitationRow).where(CitationRow.cpc_uid.in_(uids)))
+    await session.execute(delete(CpcCheckpointRow).where(CpcCheckpointRow.cpc_uid.in_(uids)))
+    await session.execute(delete(CpcRow).where(CpcRow.cpc_uid.in_(uids)))
 
 
 async def set_communique(
