@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 from pathlib import Path
 
 import httpx
@@ -73,3 +74,35 @@ async def test_registry_flushes_its_outbox_on_sigterm_and_logs_json(
     assert all(line["service"] == "registry" for line in lines)
     assert {"time", "level", "logger", "message", "correlation_id"} <= set(lines[0])
     assert any(line["message"] == "Application shutdown complete." for line in lines)
+
+
+async def test_a_service_process_whose_metrics_port_was_taken_starts_on_another(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """The test helper's answer to a port taken between picking and binding: the service
+    exits naming the metrics listener, and the helper starts it again on a new port."""
+    registry = ServiceProcess(
+        "registry",
+        {
+            "KAFKA_BOOTSTRAP": kafka_bootstrap,
+            "KAFKA_TOPIC_PREFIX": topic_prefix,
+            "REGISTRY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'registry.db'}",
+            "ABSCH_ADMIN_TOKEN": ADMIN_TOKEN,
+            "ABSCH_ENV": "test",
+            "JWT_PRIVATE_KEY_PATH": str(tmp_path / "key.pem"),
+        },
+        tmp_path / "registry.log",
+    )
+    taken = registry.metrics_port
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        try:
+            await registry.start()
+            assert registry.metrics_port != taken
+            async with httpx.AsyncClient(timeout=10) as client:
+                resp = await client.get(registry.metrics_url)
+            assert resp.status_code == 200
+            assert "absch_ready" in resp.text
+        finally:
+            registry.stop()

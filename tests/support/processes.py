@@ -17,23 +17,31 @@ from tools.migrate import upgrade
 from tools.ports import free_port
 
 
+class MetricsPortTaken(AssertionError):
+    """The service exited because its metrics port was taken meanwhile."""
+
+
 class ServiceProcess:
     """One service process with its environment, log file and port."""
 
     def __init__(self, name: str, env: dict[str, str], log: Path) -> None:
         self.name = name
-        self.port = free_port()
-        self.metrics_port = free_port()
         self.log = log
         self.env = {
             **os.environ,
             **env,
-            f"{name.upper()}_HTTP_PORT": str(self.port),
-            f"{name.upper()}_METRICS_PORT": str(self.metrics_port),
             "LOG_FORMAT": "json",
             "PYTHONUNBUFFERED": "1",
         }
         self.proc: subprocess.Popen[bytes] | None = None
+        self.port = free_port()
+        self.env[f"{name.upper()}_HTTP_PORT"] = str(self.port)
+        self._new_metrics_port()
+
+    def _new_metrics_port(self) -> None:
+        """Pick the metrics port (free now; see :meth:`start` if taken later)."""
+        self.metrics_port = free_port()
+        self.env[f"{self.name.upper()}_METRICS_PORT"] = str(self.metrics_port)
         metrics.register(self.url, self.metrics_url)
 
     @property
@@ -48,9 +56,24 @@ class ServiceProcess:
 
     async def start(self) -> None:
         """Bring its database to the migrations' head (as compose's ``<name>-migrate``
-        does), start, and wait until ``/readyz`` answers 200."""
+        does), start, and wait until ``/readyz`` answers 200.
+
+        A port picked free can be taken by another process (an outgoing connection gets
+        an ephemeral port too) before the service binds it. When that is the metrics
+        port, the start is tried again on a new one (tests find it by the public URL,
+        which clients made before the start already hold and which never changes)."""
         url = self.env.get(f"{self.name.upper()}_DATABASE_URL") or default_sqlite_url(self.name)
         await upgrade(self.name, url)
+        for attempt in range(3):
+            try:
+                await self._start_once()
+                return
+            except MetricsPortTaken:
+                if attempt == 2:
+                    raise
+                self._new_metrics_port()
+
+    async def _start_once(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once, nothing blocks
                 [sys.executable, "-m", f"services.{self.name}.main"],
@@ -62,7 +85,10 @@ class ServiceProcess:
         async def ready() -> bool:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise AssertionError(f"{self.name} exited: {self.log.read_text()[-2000:]}")
+                tail = self.log.read_text()[-2000:]
+                if "Address already in use" in tail and "start_http_server" in tail:
+                    raise MetricsPortTaken(f"{self.name} exited: {tail}")
+                raise AssertionError(f"{self.name} exited: {tail}")
             try:
                 async with httpx.AsyncClient(timeout=2) as client:
                     return (await client.get(f"{self.url}/readyz")).status_code == 200
