@@ -58,17 +58,24 @@ async def test_an_empty_broker_is_reported_and_recovered_from(
             broker.start()  # same port, no topics, no groups, no offsets
 
             reported: set[str] = set()
+            seen: dict[str, str] = {}
 
-            async def everyone_reports_it() -> bool:
+            async def reports_it() -> bool:
                 for name, client in clients.items():
                     resp = await client.get("/readyz")
                     if resp.status_code == 503 and resp.json()["checks"]["broker"] is False:
                         reported.add(name)
-                return reported == set(clients)
+                        if name not in seen:
+                            seen[name] = await scrape(client)
+                # The services share the topics: the first to create them again can do so
+                # before another's next check (every second) finds them missing, so that
+                # one never sees the loss. Every service that looked in between says so.
+                return bool(reported) and time.monotonic() - lost_at > 3
 
-            await eventually(everyone_reports_it, timeout=15, what="every /readyz says 503")
-            metrics = await scrape(stack.monitor)
-            assert 'absch_ready{check="broker",service="monitor"} 0.0' in metrics
+            await eventually(reports_it, timeout=15, what="/readyz says 503 naming the broker")
+            for name in reported:
+                ready_series = f'absch_ready{{check="broker",service="{name}"}} 0.0'
+                assert ready_series in seen[name], name
 
             async def all_ready() -> bool:
                 codes = [(await c.get("/readyz")).status_code for c in clients.values()]
@@ -92,7 +99,8 @@ async def test_an_empty_broker_is_reported_and_recovered_from(
             minutes = max(time.monotonic() - lost_at, 60.0) / 60
             noisy = [r for r in caplog.records if r.levelno >= logging.WARNING]
             log.info(
-                f"broker restarted empty: all 503 in {sorted(reported)}, ready again after "
+                f"broker restarted empty: 503 naming the broker in {sorted(reported)}, ready "
+                f"again after "
                 f"{recovered:.1f}s, {len(noisy)} warnings/errors in {minutes * 60:.0f}s"
             )
             assert len(noisy) / minutes <= LOG_BUDGET_PER_MINUTE, [
