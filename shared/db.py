@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import StaticPool
+from sqlalchemy.util import await_only
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
@@ -34,7 +38,45 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
 
+    if (
+        parsed.database
+        and parsed.database != ":memory:"
+        and kwargs.get("poolclass") is not StaticPool
+    ):
+        queue_writers(engine)
     return engine
+
+
+# Statements before which sqlite3 opens its (deferred) transaction, and DDL.
+_WRITE = re.compile(r"\s*(INSERT|UPDATE|DELETE|REPLACE|CREATE|DROP|ALTER)\b", re.IGNORECASE)
+_WRITER = "absch_sqlite_writer"
+WRITER_WAIT_SECONDS = 30.0  # as long as the busy timeout it stands in for
+
+
+def queue_writers(engine: AsyncEngine) -> None:
+    """Let one transaction of this engine write at a time, the others waiting in the event loop.
+
+    SQLite admits one writer; another that finds the database locked sleeps in SQLite's busy
+    handler (1 ms, growing to 100 ms a time) and tries again. With 16 requests at once most
+    of a write's time went there (an INSERT took 220 ms, 0.3 ms once queued here). A
+    connection takes the turn at its first write, which is where sqlite3 opens the
+    transaction, and gives it back when it returns to the pool (after commit or rollback).
+    """
+    turn = asyncio.Lock()
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def _take_turn(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if conn.info.get(_WRITER) or not _WRITE.match(statement):
+            return
+        await_only(asyncio.wait_for(turn.acquire(), WRITER_WAIT_SECONDS))
+        conn.info[_WRITER] = True
+
+    def _give_back(_dbapi_conn: Any, record: Any, *_args: Any) -> None:
+        if record is not None and record.info.pop(_WRITER, False):
+            turn.release()
+
+    for name in ("checkin", "invalidate", "soft_invalidate", "close", "detach"):
+        event.listen(engine.sync_engine.pool, name, _give_back)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
