@@ -11,10 +11,21 @@ from starlette.convertors import StringConvertor, register_url_convertor
 
 from services.registry.adapters.tables import RecordRow, RequestRow, RevisionRow
 from services.registry.context import RegistryContext
-from services.registry.domain import INTENT_REVOKE, REGISTRY_SCHEMAS, Forbidden, RuleViolation
-from services.registry.handlers import audit, queries, records, users, validation, workflow
-from services.registry.handlers.errors import Conflict, InvalidRecord, NotFound, Unauthenticated
+from services.registry.domain import INTENT_REVOKE, REGISTRY_SCHEMAS
+from services.registry.handlers import (
+    audit,
+    batch,
+    queries,
+    records,
+    users,
+    validation,
+    workflow,
+)
+from services.registry.problems import REFUSALS, problem_for
 from services.registry.schemas import (
+    BatchBody,
+    BatchItem,
+    BatchResult,
     NotificationView,
     PublishBody,
     PublishResult,
@@ -38,9 +49,6 @@ from services.registry.schemas import (
 from shared.auth import DeclaresBearer, Principal, bearer_token
 from shared.http import (
     PROBLEM_RESPONSES,
-    FieldProblem,
-    Problem,
-    ValidationIssue,
     problem_response,
 )
 from shared.logging import correlation_id
@@ -151,11 +159,11 @@ RecordIdentifier = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_-]{11,128}$")]
 
 
 class DraftIdentifierConvertor(StringConvertor):
-    """A path segment other than ``validate`` (never an identifier: 11 characters at least),
-    so that ``/v1/records/{schema}/validate`` is only the validation endpoint (its 405
-    lists POST alone)."""
+    """A path segment other than ``validate`` and ``batch`` (never identifiers: 11
+    characters at least), so that ``/v1/records/{schema}/validate`` and ``.../batch`` are
+    only those endpoints (their 405 lists POST alone)."""
 
-    regex = "(?!validate$)[^/]+"
+    regex = "(?!(?:validate|batch)$)[^/]+"
 
 
 register_url_convertor("draft_identifier", DraftIdentifierConvertor())
@@ -209,6 +217,50 @@ async def validate_record(
     found = await validation.validate(ctx, caller, schema, body)
     return ValidationReport(
         errors=[ValidationIssueView(code=i["code"], property=i["field"]) for i in found]
+    )
+
+
+@router.post(
+    "/records/{schema:record_schema}/batch",
+    response_model=BatchResult,
+    tags=["records"],
+    responses={200: {"description": "each item's outcome, in the order sent (refused items too)"}},
+)
+async def save_batch(
+    schema: RecordSchema, body: BatchBody, caller: Caller, ctx: Ctx
+) -> BatchResult:
+    """Save up to 500 records of ``schema`` and, unless ``publish`` is false, publish each
+    (an NAU's opens a request for the PA), in one transaction. Each item passes the checks
+    of ``PUT`` then ``POST .../publish``; an item refused writes nothing and the others go
+    on, and an item whose publication is refused keeps its saved draft. ``problem`` on an
+    item is the problem document the single calls would have answered."""
+    outcomes = await batch.save_many(
+        ctx,
+        caller,
+        schema,
+        [dict(r) for r in body.records],
+        publish=body.publish,
+        correlation_id=correlation_id.get(),
+    )
+    items = [
+        BatchItem(
+            index=o.index,
+            identifier=o.identifier,
+            status=o.status,
+            document_id=o.document_id,
+            revision=o.published.revision if o.published else None,
+            uid=o.published.uid if o.published else None,
+            request_id=o.published.request_id if o.published else None,
+            problem=problem_for(o.refusal) if o.refusal is not None else None,
+        )
+        for o in outcomes
+    ]
+    return BatchResult(
+        items=items,
+        published=sum(i.status == "published" for i in items),
+        requested=sum(i.status == "requested" for i in items),
+        drafts=sum(i.status == "draft" for i in items),
+        refused=sum(i.status == "refused" for i in items),
     )
 
 
@@ -477,47 +529,8 @@ async def jwks(ctx: Ctx) -> dict[str, Any]:
 def install_error_mapping(app: FastAPI) -> None:
     """Map handler errors to problem+json."""
 
-    @app.exception_handler(NotFound)
-    async def _nf(request: Request, exc: NotFound) -> JSONResponse:
-        return problem_response(Problem(title="Not Found", status=404, detail=str(exc)), request)
+    async def _refused(request: Request, exc: Exception) -> JSONResponse:
+        return problem_response(problem_for(exc), request)
 
-    @app.exception_handler(Conflict)
-    async def _cf(request: Request, exc: Conflict) -> JSONResponse:
-        return problem_response(Problem(title="Conflict", status=409, detail=str(exc)), request)
-
-    @app.exception_handler(Forbidden)
-    async def _fb(request: Request, exc: Forbidden) -> JSONResponse:
-        return problem_response(Problem(title="Forbidden", status=403, detail=str(exc)), request)
-
-    @app.exception_handler(Unauthenticated)
-    async def _ua(request: Request, exc: Unauthenticated) -> JSONResponse:
-        errors = [FieldProblem(field=exc.field, message=str(exc))]
-        return problem_response(
-            Problem(title="Unauthorized", status=401, detail=str(exc), errors=errors), request
-        )
-
-    @app.exception_handler(InvalidRecord)
-    async def _ir(request: Request, exc: InvalidRecord) -> JSONResponse:
-        errors = [FieldProblem(field=e["field"], message=e["message"]) for e in exc.errors]
-        # A record's failures also read as the clearing-house's validation report does.
-        codes = [
-            ValidationIssue(code=e["code"], property=e["field"]) for e in exc.errors if "code" in e
-        ]
-        problem = Problem(
-            title="Unprocessable Content",
-            status=422,
-            detail=str(exc),
-            errors=errors,
-            validation=codes or None,
-        )
-        return problem_response(problem, request)
-
-    @app.exception_handler(RuleViolation)
-    async def _rv(request: Request, exc: RuleViolation) -> JSONResponse:
-        errors = [FieldProblem(field=exc.field, message=str(exc))] if exc.field else None
-        return problem_response(
-            Problem(
-                title="Unprocessable Content", status=exc.status, detail=str(exc), errors=errors
-            ),
-            request,
-        )
+    for refusal in REFUSALS:
+        app.add_exception_handler(refusal, _refused)

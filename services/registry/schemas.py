@@ -11,6 +11,7 @@ from typing_extensions import TypeAliasType
 
 from services.registry.codes import AbschCode
 from shared.auth import UNSCOPED_ROLES, Role
+from shared.http import Problem
 from shared.openapi import NON_BLANK_TEXT_PATTERN, ONE_LINE_PATTERN, RequestBody
 from shared.records.common import LANGUAGES, Language, LongText, one_line
 from shared.timestamps import UtcDateTime
@@ -123,6 +124,38 @@ class PublishResult(ApiModel):
     revision: int | None = None
     uid: str | None = None
     request_id: int | None = Field(default=None, alias="requestId")
+
+
+class BatchBody(RequestBody):
+    """Records of one schema to save as drafts and, unless ``publish`` is false, publish."""
+
+    records: list[RecordJson] = Field(min_length=1, max_length=500)
+    publish: bool = Field(default=True, strict=True)
+
+
+class BatchItem(ApiModel):
+    """One record of a batch, in the order sent: its draft saved, published, a request
+    opened for the PA, or refused. ``problem`` says why it was refused, or why its saved
+    draft was not published."""
+
+    index: int
+    identifier: str | None
+    status: Literal["draft", "published", "requested", "refused"]
+    document_id: int | None = Field(default=None, alias="documentID")
+    revision: int | None = None
+    uid: str | None = None
+    request_id: int | None = Field(default=None, alias="requestId")
+    problem: Problem | None = None
+
+
+class BatchResult(ApiModel):
+    """Each item's outcome, and how many ended each way."""
+
+    items: list[BatchItem]
+    published: int
+    requested: int
+    drafts: int
+    refused: int
 
 
 class RevokeBody(RequestBody):

@@ -391,6 +391,13 @@ WRITES: dict[str, WriteEndpoint] = {
         "pa",
         lambda _w: rec.checkpoint("mx"),
     ),
+    "registry-batch": WriteEndpoint(
+        "registry",
+        "POST",
+        "/v1/records/absPermit/batch",
+        "pa",
+        lambda w: {"records": [_ircc()(w)], "publish": True},
+    ),
     "registry-publish": WriteEndpoint(
         "registry",
         "POST",

@@ -73,14 +73,11 @@ async def find_row(session: AsyncSession, identifier: str) -> RecordRow | None:
     return await session.scalar(select(RecordRow).where(RecordRow.identifier == identifier))
 
 
-async def save_draft(
-    ctx: RegistryContext, principal: Principal, schema: str, identifier: str, body: dict[str, Any]
-) -> RecordRow:
-    """Store a draft whose shape holds (confidential parts stripped); nothing is half-saved.
-
-    Its publication rules wait for publication, as in the real clearing-house; its
-    government is checked first (422 when absent or unknown, 403 when another's).
-    """
+def checked_draft(
+    principal: Principal, schema: str, identifier: str, body: dict[str, Any]
+) -> tuple[str | None, dict[str, Any]]:
+    """The owner government and the draft as stored, once its shape and the caller's right
+    to edit hold; nothing is read or written."""
     if schema not in REGISTRY_SCHEMAS:
         raise NotFound(f"the registry keeps no {schema!r} records")
     raw_header = body.get("header")
@@ -100,33 +97,58 @@ async def save_draft(
         raise InvalidRecord([wrong_government])
     gov = owner_government(schema, body, principal)
     check_can_edit(principal, schema, gov)
-    stored = validated(body, draft=True)
+    return gov, validated(body, draft=True)
+
+
+async def stage_draft(
+    ctx: RegistryContext,
+    session: AsyncSession,
+    principal: Principal,
+    schema: str,
+    identifier: str,
+    gov: str | None,
+    stored: dict[str, Any],
+) -> RecordRow:
+    """Add or update the draft in the caller's transaction; refused before any write."""
+    row = await find_row(session, identifier)
+    now = ctx.clock()
+    if row is None:
+        row = RecordRow(
+            identifier=identifier,
+            schema_name=schema,
+            government=gov,
+            created_at=now,
+            created_by=principal.id,
+            latest_revision=0,
+            revoked=False,
+            search_text="",
+        )
+        session.add(row)
+    elif row.schema_name != schema or row.government != gov:
+        raise Conflict("a record keeps its schema and government")
+    elif row.revoked:
+        raise Conflict("revoked certificates are not editable")
+    elif row.pending_request_id is not None:
+        raise Conflict("record is locked for workflow")
+    row.draft = stored
+    row.updated_at, row.updated_by = now, principal.id
+    return row
+
+
+async def save_draft(
+    ctx: RegistryContext, principal: Principal, schema: str, identifier: str, body: dict[str, Any]
+) -> RecordRow:
+    """Store a draft whose shape holds (confidential parts stripped); nothing is half-saved.
+
+    Its publication rules wait for publication, as in the real clearing-house; its
+    government is checked first (422 when absent or unknown, 403 when another's).
+    """
+    gov, stored = checked_draft(principal, schema, identifier, body)
     async with ctx.sessions() as session:
-        row = await find_row(session, identifier)
-        now = ctx.clock()
-        if row is None:
-            row = RecordRow(
-                identifier=identifier,
-                schema_name=schema,
-                government=gov,
-                created_at=now,
-                created_by=principal.id,
-                latest_revision=0,
-                revoked=False,
-                search_text="",
-            )
-            session.add(row)
-        elif row.schema_name != schema or row.government != gov:
-            raise Conflict("a record keeps its schema and government")
-        elif row.revoked:
-            raise Conflict("revoked certificates are not editable")
-        elif row.pending_request_id is not None:
-            raise Conflict("record is locked for workflow")
-        row.draft = stored
-        row.updated_at, row.updated_by = now, principal.id
+        row = await stage_draft(ctx, session, principal, schema, identifier, gov, stored)
         await session.commit()
-        ctx.metrics.drafts_saved.labels(schema).inc()
-        return row
+    ctx.metrics.drafts_saved.labels(schema).inc()
+    return row
 
 
 async def publish(
@@ -143,36 +165,54 @@ async def publish(
         row = await find_row(session, identifier)
         if row is None or row.schema_name != schema:
             raise NotFound(f"no {schema} record {identifier!r}")
-        mode = publish_mode(principal, schema, row.government)
-        if row.pending_request_id is not None:
-            raise Conflict("record is locked for workflow")
-        if row.draft is None:
-            raise Conflict("there is no draft to publish")
-        if row.revoked:
-            raise Conflict("revoked certificates are not editable")
-        found = await publication_issues(
-            session,
-            schema,
-            row.draft,
-            government=row.government,
-            latest_revision=row.latest_revision,
-        )
-        if found:
-            raise InvalidRecord(found)
-        body = prepare_publication(
-            row.draft, schema=schema, latest_revision=row.latest_revision, revoked=False
-        )
-        if mode is PublishMode.REQUEST:
-            req = await workflow.open_request(
-                ctx, session, row, principal, "publish", body, message=message
-            )
-            await session.commit()
-            return PublishOutcome(row.document_id, request_id=req.id)
-        rev = await create_revision(
-            ctx, session, row, body, by=principal.id, correlation_id=correlation_id
+        out = await stage_publication(
+            ctx, session, principal, row, message=message, correlation_id=correlation_id
         )
         await session.commit()
-    ctx.relay.wake()
+    if out.revision is not None:
+        ctx.relay.wake()
+    return out
+
+
+async def stage_publication(
+    ctx: RegistryContext,
+    session: AsyncSession,
+    principal: Principal,
+    row: RecordRow,
+    *,
+    message: str | None = None,
+    correlation_id: str | None = None,
+) -> PublishOutcome:
+    """Publish ``row``'s draft, or open its request, in the caller's transaction; refused
+    before any write."""
+    schema = row.schema_name
+    mode = publish_mode(principal, schema, row.government)
+    if row.pending_request_id is not None:
+        raise Conflict("record is locked for workflow")
+    if row.draft is None:
+        raise Conflict("there is no draft to publish")
+    if row.revoked:
+        raise Conflict("revoked certificates are not editable")
+    found = await publication_issues(
+        session,
+        schema,
+        row.draft,
+        government=row.government,
+        latest_revision=row.latest_revision,
+    )
+    if found:
+        raise InvalidRecord(found)
+    body = prepare_publication(
+        row.draft, schema=schema, latest_revision=row.latest_revision, revoked=False
+    )
+    if mode is PublishMode.REQUEST:
+        req = await workflow.open_request(
+            ctx, session, row, principal, "publish", body, message=message
+        )
+        return PublishOutcome(row.document_id, request_id=req.id)
+    rev = await create_revision(
+        ctx, session, row, body, by=principal.id, correlation_id=correlation_id
+    )
     return PublishOutcome(row.document_id, rev.revision, rev.uid)
 
 
