@@ -16,13 +16,24 @@ import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bench import b_intake, b_monitor, b_notifier, b_pipeline, b_raw, b_rss, b_rules, b_state
+from bench import (
+    b_intake,
+    b_monitor,
+    b_notifier,
+    b_pipeline,
+    b_raw,
+    b_registry,
+    b_rss,
+    b_rules,
+    b_state,
+    targets,
+)
 from bench.common import ROOT, VAR, LoadMeter, Outcome, Table, load_note, out, progress, write_json
 from bench.session import Session
 
 Bench = Callable[[Session], Awaitable[Outcome]]
-# Benchmarks that measure as soon as they start; pipeline and intake wait before each of
-# their own phases, rss reuses the pipeline's samples and state measures a database.
+# Benchmarks that measure as soon as they start; pipeline, intake and registry wait before
+# each of their own phases, rss reuses the pipeline's samples and state measures a database.
 GATED = {"raw", "rules", "notifier"}
 # Order matters: pipeline before rss (reuses its samples) and before intake (which stops
 # the notifier and the monitor of the shared stack).
@@ -35,6 +46,7 @@ BENCHMARKS: dict[str, tuple[Bench, str]] = {
     "pipeline": (b_pipeline.run, "HTTP CPC -> verdict + mails, max rate and 25/50/100% levels"),
     "rss": (b_rss.run, "RSS of each service and the broker, idle and under load"),
     "intake": (b_intake.run, "POST /v1/communiques vs a bare FastAPI endpoint"),
+    "registry": (b_registry.run, "10,000 IRCCs saved and published through the registry API"),
 }
 
 
@@ -179,6 +191,9 @@ async def main_async(args: argparse.Namespace) -> int:
     s = summary(outcomes, session)
     out("\n" + s.render())
     results["summary"] = s.to_json()
+    goals = targets.table(targets.measure(outcomes, session.pipeline))
+    out("\n" + goals.render())
+    results["targets"] = goals.to_json()
     results["quiet_wait_s"] = session.gate.waited
     results["seconds"] = time.monotonic() - t_all
     write_json(VAR / "results.json", results)

@@ -53,6 +53,18 @@ def _sum(samples: dict[Any, float], name: str, **want: str) -> float:
     return total
 
 
+async def scrape_gauge(url: str, name: str) -> float | None:
+    """The sum of one series over its labels, or None when the listener does not answer."""
+    try:
+        async with httpx.AsyncClient(timeout=5) as client:
+            resp = await client.get(url)
+    except httpx.HTTPError:
+        return None
+    if resp.status_code != 200:
+        return None
+    return _sum(parse(resp.text), name)
+
+
 @dataclass
 class Scrape:
     start: dict[str, dict[Any, float]] = field(default_factory=dict)
