@@ -307,6 +307,14 @@ async def settle(
         # Its own mail may name it. In this transaction: another session would wait for
         # the write lock this one holds (SQLite).
         await ctx.projection.apply_in(session, event)
+    if not getattr(event.data, "notify", True):
+        # A revision mirrored without --notify: its source mails (the record is still known).
+        session.add(
+            ProcessedEvent(
+                event_id=event.id, event_type=event.type, deliveries=0, processed_at=ctx.clock()
+            )
+        )
+        return True
     missing = spec.missing(ctx, event)
     # Country-wide recipients (a government's NFPs and CNAs) can't be listed one by one:
     # they need a view that has read the directory to its end.

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response
 from fastapi import Path as PathParam
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.convertors import StringConvertor, register_url_convertor
 
 from services.registry.adapters.tables import RecordRow, RequestRow, RevisionRow
@@ -15,6 +15,7 @@ from services.registry.domain import INTENT_REVOKE, REGISTRY_SCHEMAS
 from services.registry.handlers import (
     audit,
     batch,
+    export,
     queries,
     records,
     users,
@@ -409,6 +410,34 @@ async def search(
         for h in hits
     ]
     return SearchPage(total=total, page=page, page_size=page_size, items=items)
+
+
+ExportSchema = Literal["focalPoint", "authority", "contact", "absCheckpoint", "absPermit"]
+
+
+@router.get(
+    "/export",
+    response_class=StreamingResponse,
+    tags=["public"],
+    responses={
+        200: {
+            "description": "one JSON array of records in the clearing-house's shape",
+            "content": {"application/json": {"schema": {"type": "array", "items": {}}}},
+        }
+    },
+)
+async def export_records(
+    ctx: Ctx,
+    schema: ExportSchema | None = None,
+    government: str | None = Query(default=None, pattern=r"^[A-Za-z]{2}$"),
+) -> StreamingResponse:
+    """Every published record's latest revision as the real clearing-house's JSON (the
+    documents API's shape: confidential parts were never stored), streamed as one array;
+    ``schema`` and ``government`` filter it. Drafts never appear."""
+    return StreamingResponse(
+        export.export_json(ctx, schema=schema, government=government),
+        media_type="application/json",
+    )
 
 
 def _request_view(req: RequestRow, uid: str | None = None) -> RequestView:

@@ -26,6 +26,11 @@ class DirectoryRecordPublished(EventData):
     revision: int = Field(ge=1)
     government: str | None = Field(default=None, description="ISO-2 lower case")
     record: dict[str, Any] = Field(description="the published revision, ABSCH JSON shape")
+    mirrored_from: str | None = Field(
+        default=None,
+        description="base URL of the clearing-house the record is mirrored from; absent for "
+        "a record published here",
+    )
 
 
 class DirectoryRecordWithdrawn(EventData):
@@ -59,6 +64,16 @@ class IrccEvent(EventData):
     government: str
     reason: LString | None = Field(default=None, description="amendmentDescription")
     record: dict[str, Any] = Field(description="the revision, confidential parts absent")
+    mirrored_from: str | None = Field(
+        default=None,
+        description="base URL of the clearing-house the record is mirrored from; absent for "
+        "a record published here",
+    )
+    notify: bool = Field(
+        default=True,
+        description="false: mail nobody about this revision (a mirrored record, whose "
+        "source has mailed already)",
+    )
 
 
 class CpcPublished(EventData):
@@ -72,6 +87,16 @@ class CpcPublished(EventData):
     checkpoints: list[str] = Field(description="identifiers of the cited checkpoints")
     submitted_by: str | None = Field(default=None, description="user id of the submitter")
     record: dict[str, Any]
+    mirrored_from: str | None = Field(
+        default=None,
+        description="base URL of the clearing-house the record is mirrored from; absent for "
+        "a record published here",
+    )
+    notify: bool = Field(
+        default=True,
+        description="false: mail nobody about this revision (a mirrored record, whose "
+        "source has mailed already)",
+    )
 
 
 class CpcAmended(CpcPublished):

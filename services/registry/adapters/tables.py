@@ -37,6 +37,9 @@ class RecordRow(Base):
     created_by: Mapped[str] = mapped_column(String(64))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_by: Mapped[str] = mapped_column(String(64))
+    # Base URL of the clearing-house this record is mirrored from; None for a local record.
+    # A mirrored record is read-only here: its source publishes its revisions.
+    mirrored_from: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
 
 class RevisionRow(Base):
@@ -120,6 +123,37 @@ class NotificationRow(Base):
     title: Mapped[str] = mapped_column(Text, default="")
     state: Mapped[str] = mapped_column(String(8), default="unread")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class MirrorCursorRow(Base):
+    """How far the mirror has read one schema of one source's index: the update time and
+    Solr id of the last record it took, in the index's own text (sorting order)."""
+
+    __tablename__ = "mirror_cursors"
+
+    source: Mapped[str] = mapped_column(String(255), primary_key=True)
+    schema_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    updated: Mapped[str] = mapped_column(String(40))
+    last_id: Mapped[str] = mapped_column(String(64))
+    records: Mapped[int] = mapped_column(Integer, default=0)
+    moved_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class MirroredCommuniqueRow(Base):
+    """A revision of a communiqué mirrored from a source. The checkpoint service owns the
+    communiqués submitted here; mirrored ones travel as its events only (ADR 0005), and
+    this ledger is what makes mirroring them idempotent and their amendments complete."""
+
+    __tablename__ = "mirrored_communiques"
+
+    document_id: Mapped[int] = mapped_column(PK, primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uid: Mapped[str] = mapped_column(String(64), unique=True)
+    identifier: Mapped[str] = mapped_column(String(128), index=True)
+    government: Mapped[str] = mapped_column(String(8))
+    source: Mapped[str] = mapped_column(String(255))
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    mirrored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class OutboxRow(OutboxMixin, Base):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -76,7 +77,7 @@ async def create_revision(
     row.updated_at, row.updated_by = ctx.clock(), by
     if rev.amendment_intent == 1:
         row.revoked = True
-    _stage_event(ctx, session, row, rev, correlation_id)
+    stage_revision_event(session, row, rev, topic=ctx.topic, correlation_id=correlation_id)
     kind = (
         ircc_event_type(revision, rev.amendment_intent).split(".")[1]
         if row.schema_name == IRCC_SCHEMA
@@ -86,13 +87,20 @@ async def create_revision(
     return rev
 
 
-def _stage_event(
-    ctx: RegistryContext,
+def stage_revision_event(
     session: AsyncSession,
     row: RecordRow,
     rev: RevisionRow,
-    correlation_id: str | None,
+    *,
+    topic: Callable[[str], str],
+    correlation_id: str | None = None,
+    source: str = "registry",
+    notify: bool = True,
 ) -> None:
+    """Stage the event of a new revision (``ircc.*`` or ``directory.record.published``) in
+    the caller's transaction. The mirror stages its revisions here too (``source``
+    ``mirror``, the record's ``mirrored_from``, ``notify`` as asked): the same events as a
+    local publication."""
     key = format_uid(row.schema_name, row.government, row.document_id)
     if row.schema_name == IRCC_SCHEMA:
         reason = rev.body.get("amendmentDescription") if rev.amendment_intent is not None else None
@@ -104,8 +112,10 @@ def _stage_event(
             government=row.government or "",
             reason=reason,
             record=rev.body,
+            mirrored_from=row.mirrored_from,
+            notify=notify,
         )
-        event_type, topic = ircc_event_type(rev.revision, rev.amendment_intent), Topic.IRCC
+        event_type, base = ircc_event_type(rev.revision, rev.amendment_intent), Topic.IRCC
     else:
         data = DirectoryRecordPublished(
             uid=rev.uid,
@@ -115,12 +125,13 @@ def _stage_event(
             revision=rev.revision,
             government=row.government,
             record=rev.body,
+            mirrored_from=row.mirrored_from,
         )
-        event_type, topic = "directory.record.published", Topic.DIRECTORY
+        event_type, base = "directory.record.published", Topic.DIRECTORY
     event = new_event(
-        event_type, source="registry", subject=rev.uid, data=data, correlation_id=correlation_id
+        event_type, source=source, subject=rev.uid, data=data, correlation_id=correlation_id
     )
-    stage(session, OutboxRow, ctx.topic(topic), event, key=key)
+    stage(session, OutboxRow, topic(base), event, key=key)
 
 
 async def latest_body(session: AsyncSession, row: RecordRow) -> dict[str, Any]:

@@ -68,6 +68,15 @@ def owner_government(schema: str, body: dict[str, Any], principal: Principal) ->
     return principal.government if schema == "contact" else None
 
 
+def check_local(row: RecordRow) -> None:
+    """A mirrored record is read-only: its source publishes its revisions (409)."""
+    if row.mirrored_from is not None:
+        raise Conflict(
+            f"{row.identifier} is mirrored read-only from {row.mirrored_from}: "
+            "edit, amend or revoke it there, and the mirror brings the new revision"
+        )
+
+
 async def find_row(session: AsyncSession, identifier: str) -> RecordRow | None:
     """A record by ``header.identifier``."""
     return await session.scalar(select(RecordRow).where(RecordRow.identifier == identifier))
@@ -124,6 +133,8 @@ async def stage_draft(
             search_text="",
         )
         session.add(row)
+    elif row.mirrored_from is not None:
+        check_local(row)
     elif row.schema_name != schema or row.government != gov:
         raise Conflict("a record keeps its schema and government")
     elif row.revoked:
@@ -187,6 +198,7 @@ async def stage_publication(
     before any write."""
     schema = row.schema_name
     mode = publish_mode(principal, schema, row.government)
+    check_local(row)
     if row.pending_request_id is not None:
         raise Conflict("record is locked for workflow")
     if row.draft is None:
@@ -230,6 +242,7 @@ async def revoke(
         if row is None or row.schema_name != IRCC_SCHEMA:
             raise NotFound(f"no absPermit record {identifier!r}")
         mode = publish_mode(principal, IRCC_SCHEMA, row.government)
+        check_local(row)
         if row.latest_revision == 0:
             raise Conflict("only a published IRCC can be revoked")
         if row.revoked:
