@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bench import (
+    b_analytics,
     b_intake,
     b_monitor,
     b_notifier,
@@ -34,7 +35,7 @@ from bench.session import Session
 Bench = Callable[[Session], Awaitable[Outcome]]
 # Benchmarks that measure as soon as they start; pipeline, intake and registry wait before
 # each of their own phases, rss reuses the pipeline's samples and state measures a database.
-GATED = {"raw", "rules", "notifier"}
+GATED = {"raw", "rules", "notifier", "analytics"}
 # Order matters: pipeline before rss (reuses its samples) and before intake (which stops
 # the notifier and the monitor of the shared stack).
 BENCHMARKS: dict[str, tuple[Bench, str]] = {
@@ -47,6 +48,7 @@ BENCHMARKS: dict[str, tuple[Bench, str]] = {
     "rss": (b_rss.run, "RSS of each service and the broker, idle and under load"),
     "intake": (b_intake.run, "POST /v1/communiques vs a bare FastAPI endpoint"),
     "registry": (b_registry.run, "10,000 IRCCs saved and published through the registry API"),
+    "analytics": (b_analytics.run, "utilization analytics worker vs a bare faust pass-through"),
 }
 
 

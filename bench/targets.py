@@ -178,12 +178,23 @@ def measure(outcomes: dict[str, Outcome], pipe: dict[str, Any] | None) -> list[T
                 "pipeline, registry",
             )
         )
+    analytics = _data(outcomes, "analytics")
+    out.append(
+        Target(
+            17,
+            "analytics CPC events/s per worker / bare faust pass-through (issue 17)",
+            ">= 0.5",
+            analytics.get("ratio"),
+            _at_least(0.5),
+            "analytics",
+        )
+    )
     return out
 
 
 def table(targets: list[Target]) -> Table:
     t = Table(
-        "summary: issue 15 targets",
+        "summary: targets (issue 15, and issue 17's analytics)",
         ["#", "target", "bound", "measured", "verdict", "from"],
     )
     for tg in targets:

@@ -11,6 +11,8 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from services.monitor.adapters.tables import Base, OutboxRow
+from services.monitor.analytics.api import router as utilization_router
+from services.monitor.analytics.readmodel import UtilizationView, changelog_topic
 from services.monitor.api import dashboard_router, install_error_mapping, router
 from services.monitor.cases import CaseStore
 from services.monitor.directory import Checkpoints
@@ -87,6 +89,13 @@ def bootstrap(settings: MonitorSettings, *, clock: Callable[[], datetime] = utc_
         handlers={"notification.failed": on_delivery_failed},
     )
     kit.add_worker(worker)
+    # /v1/utilization reads the analytics tables from their changelog (ADR 0004).
+    utilization = UtilizationView(
+        settings.kafka_bootstrap,
+        changelog_topic(settings.analytics_app_id),
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+    )
+    kit.add_worker(utilization)
 
     def live_numbers() -> dict[str, Any]:
         lag = sum(s.value for m in metrics.plumbing.lag.collect() for s in m.samples)
@@ -102,9 +111,11 @@ def bootstrap(settings: MonitorSettings, *, clock: Callable[[], datetime] = utc_
     app.state.worker = worker
     app.state.checking = checking
     app.state.live_numbers = live_numbers
+    app.state.utilization = utilization
     # Refuses deactivated users too, from the kit's copy of the directory topic.
     app.state.verifier = kit.token_verifier(settings.jwks_url)
     install_error_mapping(app)
     app.include_router(router)
+    app.include_router(utilization_router)
     app.include_router(dashboard_router)
     return app

@@ -22,3 +22,8 @@ class MonitorSettings(ServiceSettings):
         description="how long a cited IRCC or checkpoint may be missing before it is flagged",
     )
     recheck_interval_seconds: float = Field(default=5.0, gt=0)
+    analytics_app_id: str = Field(
+        default="absch-analytics",
+        validation_alias="ANALYTICS_APP_ID",
+        description="app id of the analytics workers, whose tables /v1/utilization reads",
+    )

@@ -14,6 +14,8 @@ from shared.events.models import (
     IrccEvent,
     NotificationOutcome,
     UserDeactivated,
+    UtilizationFirstUse,
+    UtilizationReport,
 )
 from shared.events.topics import Topic
 
@@ -40,6 +42,8 @@ _SPECS = [
     EventSpec("discrepancy.flagged", Topic.DISCREPANCY, DiscrepancyEvent),
     EventSpec("discrepancy.cleared", Topic.DISCREPANCY, DiscrepancyEvent),
     EventSpec("discrepancy.case_updated", Topic.DISCREPANCY, DiscrepancyEvent),
+    EventSpec("utilization.first_use", Topic.UTILIZATION, UtilizationFirstUse),
+    EventSpec("utilization.report", Topic.UTILIZATION, UtilizationReport),
     EventSpec("notification.delivered", Topic.NOTIFICATION, NotificationOutcome),
     EventSpec("notification.failed", Topic.NOTIFICATION, NotificationOutcome),
 ]

@@ -138,3 +138,45 @@ class NotificationOutcome(EventData):
     template: str
     attempts: int = Field(ge=0)
     error: str | None = None
+
+
+class UtilizationFirstUse(EventData):
+    """The first CPC from a user country citing any IRCC of a provider country was counted.
+
+    Sent once per (provider, user) pair: the event id is derived from the pair, so a
+    restart that sends it again is deduplicated by the notifier.
+    """
+
+    provider_country: str = Field(description="government of the cited IRCC, ISO-2 lower case")
+    user_country: str = Field(description="government of the CPC, ISO-2 lower case")
+    ircc: str = Field(description="identifier of the cited IRCC, as cited (revision-less)")
+    ircc_uid: str | None = Field(default=None, description="UID of the IRCC revision known")
+    cna: str | None = Field(default=None, description="absCNA identifier of the IRCC")
+    cpc_uid: str = Field(description="UID of the CPC revision that was first")
+    cited_at: AwareDatetime = Field(description="when that CPC revision was published")
+
+
+class IrccUtilization(EventData):
+    """Citations of one IRCC within a report's month."""
+
+    ircc: str
+    citations: int = Field(ge=0)
+    users: dict[str, int] = Field(description="user country -> citations")
+
+
+class UtilizationReport(EventData):
+    """Monthly utilization of a provider country's IRCCs (one per country and month).
+
+    The event id is derived from the country and the month, so it is sent once whatever
+    restarts happen (the notifier deduplicates by event id).
+    """
+
+    provider_country: str
+    month: str = Field(pattern=r"^\d{4}-\d{2}$", description="calendar month, UTC")
+    window_start: AwareDatetime
+    window_end: AwareDatetime = Field(description="exclusive")
+    citations: int = Field(ge=0, description="CPC revisions counted, one per cited IRCC")
+    users: dict[str, int] = Field(description="user country -> citations")
+    irccs: list[IrccUtilization]
+    checkpoints: dict[str, int] = Field(description="checkpoint identifier -> citations")
+    discrepancies: dict[str, int] = Field(description="rule -> discrepancies flagged")

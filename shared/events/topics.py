@@ -12,6 +12,7 @@ class Topic(StrEnum):
     IRCC = "absch.ircc.v1"
     CPC = "absch.cpc.v1"
     DISCREPANCY = "absch.discrepancy.v1"
+    UTILIZATION = "absch.utilization.v1"
     NOTIFICATION = "absch.notification.v1"
 
 

@@ -165,5 +165,5 @@ def test_topic_names() -> None:
     assert topic_name(Topic.IRCC) == "absch.ircc.v1"
     assert topic_name(Topic.IRCC, "t1.") == "t1.absch.ircc.v1"
     assert dlq_name("absch.cpc.v1") == "absch.cpc.v1.dlq"
-    assert len(all_topics()) == 10
+    assert len(all_topics()) == 12
     assert "absch.notification.v1.dlq" in all_topics()
