@@ -96,7 +96,7 @@ def bootstrap(settings: NotifierSettings, *, clock: Callable[[], datetime] = utc
     mail = mail_handler(ctx, on_parked=parked.wake, on_queued=worker.wake)
     kit.consumer(
         "mail",
-        [Topic.IRCC, Topic.CPC, Topic.DISCREPANCY],
+        [Topic.IRCC, Topic.CPC, Topic.DISCREPANCY, Topic.UTILIZATION],
         tx_handlers=dict.fromkeys(SPECS, mail),
         group_suffix="",
     )

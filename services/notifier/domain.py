@@ -33,6 +33,7 @@ ROLE_IRCC_CNA = "ircc-cna"
 ROLE_ENTITY_WHO_GRANTED_PIC = "entity-who-granted-pic"
 ROLE_SOURCE_COUNTRY_CNA = "source-country-cna"
 ROLE_SOURCE_COUNTRY_NFP = "source-country-nfp"
+ROLE_PROVIDER_CNA = "provider-cna"
 
 # No whitespace or control characters: an address smuggling "\r\nBcc: ..." is dropped
 # whole rather than split into something that looks deliverable.
@@ -314,6 +315,31 @@ def recipients_for_discrepancy(
     collect.add_focal_points(side, ROLE_PROVIDER_NFP)
     if ircc is not None:
         collect.add_references(ircc.get("absCNA"), ROLE_IRCC_CNA, side)
+    return collect.recipients
+
+
+def recipients_for_first_use(
+    provider_country: str, cna: str | None, directory: DirectoryView
+) -> list[Recipient]:
+    """Utilization first use: the provider country's ABS NFPs and the cited IRCC's CNA (with
+    its contact persons). Never the user country, a checkpoint or a PIC holder."""
+    collect = _Collector(directory)
+    side = provider_country.lower()
+    collect.add_focal_points(side, ROLE_PROVIDER_NFP)
+    if cna:
+        collect.add_references(cna, ROLE_IRCC_CNA, side)
+    return collect.recipients
+
+
+def recipients_for_utilization_report(
+    provider_country: str, directory: DirectoryView
+) -> list[Recipient]:
+    """Monthly utilization report: the provider country's ABS NFPs and every published
+    authority (CNA) of that government."""
+    collect = _Collector(directory)
+    side = provider_country.lower()
+    collect.add_focal_points(side, ROLE_PROVIDER_NFP)
+    collect.add_authorities(side, ROLE_PROVIDER_CNA)
     return collect.recipients
 
 

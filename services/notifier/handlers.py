@@ -23,12 +23,19 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.notifier import domain, parking, references
+from services.notifier import domain, parking, references, utilization
 from services.notifier.adapters.tables import DeliveryRow, ProcessedEvent
 from services.notifier.context import NotifierContext
 from services.notifier.rendering import DiscrepancyFacts, MailContext, render
 from shared.events import CloudEvent
-from shared.events.models import CpcAmended, CpcPublished, DiscrepancyEvent, IrccEvent
+from shared.events.models import (
+    CpcAmended,
+    CpcPublished,
+    DiscrepancyEvent,
+    IrccEvent,
+    UtilizationFirstUse,
+    UtilizationReport,
+)
 from shared.kit.consumer import Delivery, Tx, TxHandler
 
 log = logging.getLogger(__name__)
@@ -265,6 +272,54 @@ def _discrepancy_build(ctx: NotifierContext, event: CloudEvent[Any]) -> Built:
     return MailJob.of(event, "discrepancy_flagged"), list(recipients), context
 
 
+def _first_use_cna(ctx: NotifierContext, data: UtilizationFirstUse) -> str | None:
+    """The absCNA the alert names, else the one of the IRCC as the view knows it."""
+    if data.cna:
+        return domain.reference_id(data.cna)
+    ircc = ctx.projection.ircc(data.ircc)
+    found = domain.reference_ids((ircc or {}).get("absCNA"))
+    return found[0] if found else None
+
+
+def _first_use_missing(ctx: NotifierContext, event: CloudEvent[Any]) -> list[str]:
+    return references.missing_for_cna(_first_use_cna(ctx, event.data), ctx.projection.directory)
+
+
+def _first_use_build(ctx: NotifierContext, event: CloudEvent[Any]) -> Built:
+    """Utilization first use: the provider country's ABS NFPs and the IRCC's CNA."""
+    data: UtilizationFirstUse = event.data
+    recipients = domain.recipients_for_first_use(
+        data.provider_country, _first_use_cna(ctx, data), ctx.projection.directory
+    )
+    context = MailContext(
+        uid=data.cpc_uid,
+        public_base_url=ctx.settings.public_base_url,
+        event_type=event.type,
+        utilization=utilization.first_use_facts(data, ctx.projection.ircc_uid),
+    )
+    return MailJob.of(event, "utilization_first_use"), recipients, context
+
+
+def _report_build(ctx: NotifierContext, event: CloudEvent[Any]) -> Built:
+    """Monthly utilization report: the provider country's ABS NFPs and all its CNAs."""
+    data: UtilizationReport = event.data
+    facts = utilization.report_facts(data, ctx.projection.ircc_uid)
+    recipients = domain.recipients_for_utilization_report(
+        data.provider_country, ctx.projection.directory
+    )
+    # Upper case like a UID, so the delivery log finds it (``?subject=MX:2026-11``).
+    subject = f"{data.provider_country.upper()}:{data.month}"
+    context = MailContext(
+        uid=subject,
+        public_base_url=ctx.settings.public_base_url,
+        event_type=event.type,
+        labels=labels(ctx, (ident for ident, _ in facts.checkpoints)),
+        utilization=facts,
+    )
+    job = MailJob(event.id, event.type, subject, "utilization_report")
+    return job, recipients, context
+
+
 def labels(ctx: NotifierContext, identifiers: Iterable[str]) -> dict[str, Any]:
     """Display names of referenced records: directory names and IRCC UIDs."""
     out: dict[str, Any] = {}
@@ -289,6 +344,9 @@ SPECS: dict[str, MailSpec] = {
     "cpc.published": MailSpec("cpc", _cpc_missing, _cpc_build),
     "cpc.amended": MailSpec("cpc", _cpc_missing, _cpc_build, _earlier_cpc_recipients),
     "discrepancy.flagged": MailSpec("discrepancy", _discrepancy_missing, _discrepancy_build),
+    "utilization.first_use": MailSpec("utilization", _first_use_missing, _first_use_build),
+    # Country-wide recipients only: nothing to wait for but a current directory view.
+    "utilization.report": MailSpec("utilization", lambda _ctx, _event: [], _report_build),
 }
 
 
@@ -331,6 +389,10 @@ async def settle(
     job, recipients, context = spec.build(ctx, event)
     if spec.earlier is not None:
         recipients += await spec.earlier(session, event)
+    if not recipients and not known:
+        # Processed all the same (waiting would not make anyone appear), but never silently.
+        ctx.metrics.nobody.labels(spec.kind).inc()
+        log.warning("%s %s (%s): nobody to mail", event.type, event.id, event.subject)
     enqueue_in(ctx, session, job, recipients, context, known=known)
     return True
 

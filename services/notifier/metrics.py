@@ -63,6 +63,13 @@ class NotifierMetrics:
             ["kind"],
             registry=registry,
         )
+        self.nobody = Counter(
+            "notifier_events_without_recipients_total",
+            "Events that should have mailed someone but named nobody known to the directory"
+            " (e.g. a country without a focal point or authority), by kind",
+            ["kind"],
+            registry=registry,
+        )
         self.unresolved = Counter(
             "notifier_unresolved_references_total",
             "References still unknown after waiting (no recipient from them)",

@@ -75,3 +75,9 @@ def missing_for_discrepancy(
         return [ircc_uid]
     refs = _with_contacts(domain.reference_ids((ircc or {}).get("absCNA")), directory)
     return [ref for ref in refs if directory.record(ref) is None]
+
+
+def missing_for_cna(cna: str | None, directory: domain.DirectoryView) -> list[str]:
+    """A utilization alert's CNA, then its contact persons, when they are not known yet."""
+    refs = _with_contacts([cna] if cna else [], directory)
+    return [ref for ref in refs if directory.record(ref) is None]

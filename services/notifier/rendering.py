@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from services.notifier import utilization
 from services.notifier.domain import (
     DEFAULT_LANGUAGE,
     LANGUAGES,
@@ -38,6 +39,8 @@ KIND_BY_EVENT: dict[str, str] = {
     "cpc.published": "cpc_published",
     "cpc.amended": "cpc_amended",
     "discrepancy.flagged": "discrepancy_flagged",
+    "utilization.first_use": "utilization_first_use",
+    "utilization.report": "utilization_report",
 }
 # The expiry reminder is not driven by an event but by the daily expiry check.
 KINDS: tuple[str, ...] = (*KIND_BY_EVENT.values(), "ircc_expiry")
@@ -94,6 +97,9 @@ class MailContext:
     discrepancy: DiscrepancyFacts | None = None
     changed: tuple[str, ...] = ()
     previous_uid: str | None = None
+    # Utilization alerts: ``uid`` is the first-use CPC, or "<PROVIDER>:<YYYY-MM>" for a
+    # report (no record of its own: its mail links each IRCC instead).
+    utilization: utilization.UtilizationFacts | None = None
 
     @property
     def permanent_link(self) -> str:
@@ -312,6 +318,17 @@ def _discrepancy_view(loc: _Localiser) -> dict[str, Any]:
     }
 
 
+def _utilization_view(loc: _Localiser) -> dict[str, Any]:
+    assert loc.ctx.utilization is not None
+    return utilization.view(
+        loc.ctx.utilization,
+        loc.lang,
+        loc.m,
+        link=lambda uid: record_link(loc.ctx.public_base_url, uid),
+        label=loc.refs,
+    )
+
+
 def _view(kind: str, language: str, ctx: MailContext) -> dict[str, Any]:
     messages = catalog(language)
     loc = _Localiser(ctx, language, messages)
@@ -330,11 +347,13 @@ def _view(kind: str, language: str, ctx: MailContext) -> dict[str, Any]:
         "changed": _changed_fields(loc),
         "previous_uid": ctx.previous_uid or messages["not_provided"],
         "discrepancy": _discrepancy_view(loc) if kind == "discrepancy_flagged" else None,
+        "utilization": _utilization_view(loc) if ctx.utilization else None,
     }
     facts = {
         "uid": ctx.uid,
         "rule": view["discrepancy"]["rule"] if view["discrepancy"] else "",
         "expiry": view["ircc"]["expiry"] if view["ircc"] else "",
+        **utilization.subject_facts(ctx.utilization, language),
     }
     view["subject"] = _one_line(str(messages["kinds"][kind]["subject"]).format(**facts))
     return view

@@ -8,6 +8,10 @@ system at run time, so every image answers the same.
 
 from __future__ import annotations
 
+import json
+from functools import lru_cache
+from pathlib import Path
+
 _ASSIGNED = """
 ad ae af ag ai al am ao aq ar as at au aw ax az
 ba bb bd be bf bg bh bi bj bl bm bn bo bq br bs bt bv bw by bz
@@ -43,3 +47,22 @@ KNOWN_GOVERNMENTS: frozenset[str] = ISO_3166_ALPHA2 | {EUROPEAN_UNION}
 def is_known_government(code: str) -> bool:
     """True for a government code the system knows (any letter case)."""
     return code.lower() in KNOWN_GOVERNMENTS
+
+
+# Names per UN language, generated from the same iso-codes by ``python -m tools.country_names``.
+COUNTRY_NAMES_PATH = Path(__file__).with_name("country_names.json")
+
+
+@lru_cache(maxsize=1)
+def _names() -> dict[str, dict[str, str]]:
+    loaded: dict[str, dict[str, str]] = json.loads(COUNTRY_NAMES_PATH.read_text(encoding="utf-8"))
+    return loaded
+
+
+def country_name(code: str, language: str = "en") -> str:
+    """A government's short name in a UN language, else in English; an unknown code is
+    returned upper-cased."""
+    names = _names().get(code.strip().lower())
+    if names is None:
+        return code.strip().upper()
+    return names.get(language) or names["en"]

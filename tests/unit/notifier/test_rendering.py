@@ -22,6 +22,7 @@ from services.notifier.rendering import (
     plain_text,
     render,
 )
+from tests.unit.notifier.test_utilization import utilization_context
 
 BASE_URL = "https://absch.example.org/"
 IRCC_UID = "ABSCH-IRCC-MX-207443-2"
@@ -93,6 +94,8 @@ def context_for(kind: str, **overrides: Any) -> MailContext:
             evidence={"declared_use": "commercial", "ircc_usages": ["non-commercial"]},
         )
         fields = {"uid": CPC_UID, "discrepancy": facts}
+    elif kind.startswith("utilization_"):
+        return utilization_context(kind, BASE_URL, **overrides)
     else:
         fields = {"uid": IRCC_UID, "record": ircc_record()}
     if kind in ("ircc_amended", "ircc_revoked"):
