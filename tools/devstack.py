@@ -1,4 +1,5 @@
-"""Run the whole system locally: embedded broker, SMTP sink, four services, demo data.
+"""Run the whole system locally: embedded broker, SMTP sink, four services, the
+utilization analytics worker, demo data.
 
 Usage: ``python -m tools.devstack [--no-demo] [--keep]`` (``make up`` does this). State
 lives in ``var/dev/`` and is wiped at start, since the embedded broker keeps nothing
@@ -22,12 +23,14 @@ import httpx
 from honcho.manager import Manager
 
 from tools.demo import load_demo
-from tools.ports import free_port
+from tools.ports import free_port, wait_for_port
 
 log = logging.getLogger("devstack")
 SERVICES = {"registry": 8101, "checkpoint": 8102, "notifier": 8103, "monitor": 8104}
 # Each service's Prometheus listener, apart from its public port (the settings' defaults).
 METRICS = {"registry": 9101, "checkpoint": 9102, "notifier": 9103, "monitor": 9104}
+# The analytics worker's faust web server: /metrics and /utilization/local (ADR 0004).
+ANALYTICS_PORT = 6066
 
 
 def _env(state: Path, broker_port: int, smtp_port: int, admin_token: str) -> dict[str, str]:
@@ -45,6 +48,9 @@ def _env(state: Path, broker_port: int, smtp_port: int, admin_token: str) -> dic
             "LOG_LEVEL": env.get("LOG_LEVEL", "INFO"),
             "JWT_PRIVATE_KEY_PATH": str(state / "keys" / "registry-ed25519.pem"),
             "PYTHONUNBUFFERED": "1",
+            "ANALYTICS_WEB_PORT": str(ANALYTICS_PORT),
+            "ANALYTICS_DATA_DIR": str(state / "analytics"),
+            "ANALYTICS_STORE": "memory://",
         }
     )
     for name, port in SERVICES.items():
@@ -54,14 +60,22 @@ def _env(state: Path, broker_port: int, smtp_port: int, admin_token: str) -> dic
     return env
 
 
+def health_urls() -> dict[str, str]:
+    """What answers 200 once each process is up: the services' readiness, the analytics
+    worker's metrics (faust has no readiness page; its web server starts with the worker)."""
+    urls = {name: f"http://127.0.0.1:{port}/readyz" for name, port in SERVICES.items()}
+    urls["analytics"] = f"http://127.0.0.1:{ANALYTICS_PORT}/metrics"
+    return urls
+
+
 def _wait_healthy(started: float, timeout: float = 90.0) -> bool:
     deadline = time.monotonic() + timeout
-    pending = dict(SERVICES)
+    pending = health_urls()
     with httpx.Client(timeout=2.0) as client:
         while pending and time.monotonic() < deadline:
-            for name, port in list(pending.items()):
+            for name, url in list(pending.items()):
                 try:
-                    if client.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                    if client.get(url).status_code == 200:
                         pending.pop(name)
                 except httpx.HTTPError:
                     pass
@@ -69,7 +83,7 @@ def _wait_healthy(started: float, timeout: float = 90.0) -> bool:
     if pending:
         log.error("not ready after %.0fs: %s", timeout, ", ".join(pending))
         return False
-    log.info("all four services ready %.1fs after start", time.monotonic() - started)
+    log.info("four services and analytics ready %.1fs after start", time.monotonic() - started)
     return True
 
 
@@ -77,8 +91,10 @@ def _after_start(state: Path, admin_token: str, demo: bool, started: float) -> N
     if not _wait_healthy(started):
         return
     lines = [f"  {name:<10} http://127.0.0.1:{port}/docs" for name, port in SERVICES.items()]
+    lines.append(f"  analytics  http://127.0.0.1:{ANALYTICS_PORT}/utilization/local (worker)")
     lines.append(f"  dashboard  http://127.0.0.1:{SERVICES['monitor']}/dashboard (admin token)")
     lines += [f"  metrics    http://127.0.0.1:{p}/metrics ({name})" for name, p in METRICS.items()]
+    lines.append(f"  metrics    http://127.0.0.1:{ANALYTICS_PORT}/metrics (analytics)")
     lines.append(f"  mail files {state / 'mail'}/*.eml")
     lines.append(f"  admin token in {state / 'admin-token'}")
     if demo:
@@ -103,6 +119,15 @@ def _wait_for_mail(folder: Path, timeout: float) -> int:
     return len(list(folder.glob("*.eml")))
 
 
+def run_analytics(broker_port: int, timeout: float = 60.0) -> None:
+    """Become the analytics worker once the broker listens: the worker creates its topics
+    once at start and exits when the broker is not there yet, which would stop the stack.
+    ``exec`` so that the supervisor's SIGTERM reaches faust's own shutdown."""
+    wait_for_port("127.0.0.1", broker_port, timeout)
+    command = [sys.executable, "-m", "services.monitor.analytics"]
+    os.execv(sys.executable, command)  # noqa: S606 - fixed argv, no shell wanted
+
+
 def main(argv: list[str] | None = None) -> int:
     """Start everything and supervise it until interrupted."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -110,7 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep var/dev from the last run")
     parser.add_argument("--broker-port", type=int, default=int(os.environ.get("BROKER_PORT", 0)))
     parser.add_argument("--smtp-port", type=int, default=int(os.environ.get("SMTP_SINK_PORT", 0)))
+    parser.add_argument("--analytics", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.analytics:  # the stack's own analytics process (below), not for users
+        run_analytics(args.broker_port)
+        return 1
     logging.basicConfig(level=logging.INFO, format="%(asctime)s devstack: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     state = Path("var/dev").resolve()
@@ -136,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name in SERVICES:
         manager.add_process(name, f"{py} -m services.{name}.main", env=env)
+    manager.add_process(
+        "analytics", f"{py} -m tools.devstack --analytics --broker-port {broker_port}", env=env
+    )
     started = time.monotonic()
     threading.Thread(
         target=_after_start, args=(state, admin_token, not args.no_demo, started), daemon=True

@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 import pytest
 import yaml
 
+from services.monitor.analytics.settings import AnalyticsSettings
 from shared.events.topics import all_topics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,6 +36,9 @@ APPS = {"registry": 8101, "checkpoint": 8102, "notifier": 8103, "monitor": 8104}
 MIGRATES = {f"{name}-migrate": name for name in APPS}
 # Each service's metrics listener: on the compose network for Prometheus, never published.
 METRICS = {"registry": 9101, "checkpoint": 9102, "notifier": 9103, "monitor": 9104}
+# The monitor's analytics worker (faust): the same image, its own command; /metrics on its
+# faust web port.
+ANALYTICS_PORT = 6066
 REQUIRED = [
     "ABSCH_ADMIN_TOKEN",
     "POSTGRES_PASSWORD",
@@ -222,9 +226,9 @@ def test_every_long_running_service_has_a_healthcheck() -> None:
 def test_app_services_run_the_image_from_deploy_dockerfile() -> None:
     services = _services()
     built = {name for name, svc in services.items() if "build" in svc}
-    assert built == set(APPS) | set(MIGRATES)
+    assert built == set(APPS) | set(MIGRATES) | {"analytics"}
     images = {services[name]["image"] for name in built}
-    assert len(images) == 1, "the four services and their migrations share one image"
+    assert len(images) == 1, "the services, their migrations and analytics share one image"
     for name in built:
         build = services[name]["build"]
         assert build["context"] == "."
@@ -276,6 +280,51 @@ def test_app_service_settings_ports_and_healthcheck(name: str, port: int) -> Non
     assert env["JWKS_URL"] == "http://registry:8101/.well-known/jwks.json"
     assert [_resolve_defaults(p) for p in svc["ports"]] == [f"127.0.0.1:{port}:{port}"]
     assert f"http://127.0.0.1:{port}/healthz" in " ".join(svc["healthcheck"]["test"])
+
+
+def test_analytics_worker_runs_the_image_on_rocksdb_with_a_volume_after_kafka_init() -> None:
+    compose = _load(COMPOSE)
+    svc = compose["services"]["analytics"]
+    assert svc["command"] == ["python", "-m", "services.monitor.analytics"]
+    assert svc["depends_on"] == {
+        "kafka": {"condition": "service_healthy"},
+        "kafka-init": {"condition": "service_completed_successfully"},
+    }
+    assert svc["restart"] == "unless-stopped"
+    env = svc["environment"]
+    assert env["ABSCH_ENV"] == "production"
+    assert env["KAFKA_BOOTSTRAP"] == "kafka:9092"
+    # The same topics as the services (and kafka-init) use.
+    for var in ("KAFKA_TOPIC_PREFIX", "KAFKA_PARTITIONS", "KAFKA_REPLICATION"):
+        assert env[var] == compose["services"]["monitor"]["environment"][var]
+    assert env["ANALYTICS_STORE"] == "rocksdb://"
+    assert int(env["ANALYTICS_WEB_PORT"]) == ANALYTICS_PORT
+    assert env["ANALYTICS_WEB_HOST"] == "0.0.0.0"  # Prometheus scrapes it from another container
+    # The data dir lies inside a named volume, which keeps the RocksDB files.
+    mounts = dict(v.split(":", 1) for v in svc["volumes"])
+    assert set(mounts) <= set(compose["volumes"])
+    assert any(env["ANALYTICS_DATA_DIR"].startswith(target) for target in mounts.values())
+    assert [str(p) for p in svc["expose"]] == [str(ANALYTICS_PORT)]
+    assert "ports" not in svc
+    check = " ".join(svc["healthcheck"]["test"])
+    assert f"http://127.0.0.1:{ANALYTICS_PORT}/metrics" in check
+
+
+def test_the_image_carries_the_rocksdb_store_the_analytics_worker_uses() -> None:
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    assert "['optional-dependencies']['rocksdb']" in text
+    assert "'rocksdict'" in text  # the build fails when the store cannot be imported
+
+
+def test_analytics_settings_read_the_compose_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = _services()["analytics"]["environment"]
+    for name, value in env.items():
+        if name.startswith("ANALYTICS_"):
+            monkeypatch.setenv(name, str(value))
+    settings = AnalyticsSettings()
+    assert settings.store == "rocksdb://"
+    assert settings.web_port == ANALYTICS_PORT
+    assert settings.data_dir == Path(env["ANALYTICS_DATA_DIR"])
 
 
 def test_registry_reads_its_key_from_a_secret_file_and_requires_the_admin_token() -> None:
@@ -478,6 +527,7 @@ def test_prometheus_scrapes_the_four_services_metrics_listeners_every_15s() -> N
     for name, port in METRICS.items():
         assert scraped.get(f"{name}:{port}") == ("15s", "/metrics"), name
         assert f"{name}:{APPS[name]}" not in scraped, name  # the public port has no /metrics
+    assert scraped.get(f"analytics:{ANALYTICS_PORT}") == ("15s", "/metrics")
     assert set(_services()) >= {t.split(":")[0] for t in scraped} - {"localhost"}
 
 

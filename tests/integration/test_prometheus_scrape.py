@@ -2,11 +2,11 @@
 
 Debian's ``prometheus`` binary runs the scrape jobs of deploy/prometheus/prometheus.yml
 (targets moved to the test's loopback ports, every second) and the rules of alerts.yml
-against the whole stack; its HTTP API must show every target up, each service's key
-series, every rule evaluated without error and nothing firing, and an answer to every
-dashboard expression. Prometheus scrapes each service's metrics listener, not its public
-port (which answers 404 for ``/metrics``). ``promtool check metrics`` lints each service's
-``/metrics`` text.
+against the whole stack and an analytics worker; its HTTP API must show every target up,
+each service's key series, every rule evaluated without error and nothing firing, and an
+answer to every dashboard expression. Prometheus scrapes each service's metrics listener,
+not its public port (which answers 404 for ``/metrics``). ``promtool check metrics`` lints
+each service's ``/metrics`` text, and the worker's.
 
 Skips when the binaries are absent, fails instead under CI (``CI`` set).
 """
@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from tests.deploy.test_alerts import ALERTS, CONFIG, promtool, tool_missing
+from tests.integration.monitor.analytics.test_analytics import workers
 from tests.support.metrics import metrics_url, scrape
 from tests.support.poll import eventually
 from tests.support.records import authority, permit
@@ -40,6 +41,8 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = ROOT / "deploy" / "grafana" / "dashboards"
 SERVICES = ("registry", "checkpoint", "notifier", "monitor")
+# Scraped too: the analytics worker, on its faust web port.
+JOBS = {*SERVICES, "analytics", "prometheus"}
 
 # Each service's key series after the workload below: PromQL -> number of result series.
 KEY_SERIES = {
@@ -56,6 +59,8 @@ KEY_SERIES = {
     'monitor_events_seen_total{type="ircc.published"} == 1': 1,
     "count by (service) (absch_consumer_lag_messages)": 3,  # registry consumes nothing
     "count by (service) (absch_outbox_backlog_events)": 4,
+    'up{job="analytics", service="analytics"} == 1': 1,
+    'monitor_analytics_parked_total{service="analytics"}': 1,
 }
 # Dashboard panels that must show data after the workload.
 PANELS_WITH_DATA = {
@@ -87,7 +92,7 @@ def _prometheus_binary() -> str:
     return found
 
 
-def _scrape_config(stack: Stack, own_port: int) -> dict[str, Any]:
+def _scrape_config(stack: Stack, own_port: int, analytics_port: int) -> dict[str, Any]:
     """deploy/prometheus/prometheus.yml with loopback targets, 1 s intervals and the rules."""
     config: dict[str, Any] = yaml.safe_load(CONFIG.read_text())
     config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
@@ -97,11 +102,13 @@ def _scrape_config(stack: Stack, own_port: int) -> dict[str, Any]:
         if name in SERVICES:
             url = httpx.URL(metrics_url(getattr(stack, name)))
             target = f"{url.host}:{url.port}"
+        elif name == "analytics":
+            target = f"127.0.0.1:{analytics_port}"
         else:
             target = f"127.0.0.1:{own_port}"
         for static in job["static_configs"]:
             static["targets"] = [target]
-    assert {job["job_name"] for job in config["scrape_configs"]} == {*SERVICES, "prometheus"}
+    assert {job["job_name"] for job in config["scrape_configs"]} == JOBS
     return config
 
 
@@ -201,20 +208,23 @@ async def test_prometheus_scrapes_every_service_and_evaluates_the_rules(
 ) -> None:
     binary = _prometheus_binary()
     promtool()
-    async with running_stack(
-        kafka=kafka_bootstrap, prefix=topic_prefix, db_url=db_url, tmp=tmp_path, smtp=smtp
-    ) as stack:
+    async with (
+        running_stack(
+            kafka=kafka_bootstrap, prefix=topic_prefix, db_url=db_url, tmp=tmp_path, smtp=smtp
+        ) as stack,
+        workers(kafka_bootstrap, topic_prefix, tmp_path) as (analytics,),
+    ):
         port = free_port()
-        config = _scrape_config(stack, port)
+        config = _scrape_config(stack, port, analytics.port)
         async with _prometheus(binary, config, port, tmp_path) as api:
 
             async def all_up() -> list[dict[str, Any]]:
                 targets = (await api.get("/api/v1/targets")).json()["data"]["activeTargets"]
                 up = [t for t in targets if t["health"] == "up"]
-                return targets if len(up) == len(targets) == len(SERVICES) + 1 else []
+                return targets if len(up) == len(targets) == len(JOBS) else []
 
             targets = await eventually(all_up, timeout=20, what="every target up")
-            assert {t["labels"]["job"] for t in targets} == {*SERVICES, "prometheus"}
+            assert {t["labels"]["job"] for t in targets} == JOBS
             for target in targets:
                 assert target["labels"].get("service", "prometheus") == target["labels"]["job"]
 
@@ -267,4 +277,7 @@ async def test_prometheus_scrapes_every_service_and_evaluates_the_rules(
             findings = [f for f in await _lint(text) if f not in ACCEPTED_LINT]
             if findings:
                 unexpected[name] = findings
+        findings = [f for f in await _lint(await analytics.metrics()) if f not in ACCEPTED_LINT]
+        if findings:
+            unexpected["analytics"] = findings
         assert unexpected == {}
