@@ -25,9 +25,8 @@ from typing import Any
 import pytest
 
 from shared.auth import TokenVerifier
+from tests.integration.monitor.analytics.harness import resolve_key, token, until_exact, workers
 from tests.integration.monitor.analytics.support import Workload, build
-from tests.integration.monitor.analytics.test_analytics import until_exact, workers
-from tests.integration.monitor.analytics.test_read_side import _resolve, token
 from tests.support.monitor import running_monitor
 from tests.support.poll import eventually
 
@@ -79,7 +78,7 @@ async def page(
         workers(kafka_bootstrap, topic_prefix, tmp_path) as ws,
     ):
         # Tokens signed by the test's own key, as in test_read_side.
-        app.state.verifier = TokenVerifier(_resolve)
+        app.state.verifier = TokenVerifier(resolve_key)
         operator = token("operator")
         await w.produce(kafka_bootstrap, topic_prefix, w.events)
         await until_exact(ws, w)

@@ -2,34 +2,18 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
-import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shared.auth import AUDIENCE, ISSUER, TokenVerifier
+from shared.auth import TokenVerifier
+from tests.integration.monitor.analytics.harness import resolve_key, token, until_exact, workers
 from tests.integration.monitor.analytics.support import build
-from tests.integration.monitor.analytics.test_analytics import until_exact, workers
 from tests.support.monitor import running_monitor
 from tests.support.poll import eventually
 
 pytestmark = pytest.mark.integration
-KEY = Ed25519PrivateKey.generate()
-
-
-async def _resolve(kid: str) -> Any:
-    return KEY.public_key() if kid == "test" else None
-
-
-def token(role: str, gov: str | None = None) -> dict[str, str]:
-    """Authorization header of a user with ``role`` (signed by the test's own key)."""
-    claims: dict[str, Any] = {"sub": f"u-{role}", "role": role, "aud": AUDIENCE, "iss": ISSUER}
-    claims |= {"exp": int(time.time()) + 600, **({"gov": gov} if gov else {})}
-    signed = jwt.encode(claims, KEY, algorithm="EdDSA", headers={"kid": "test"})
-    return {"Authorization": f"Bearer {signed}"}
 
 
 async def test_utilization_reads_the_tables_for_authorities_and_operators(
@@ -46,7 +30,7 @@ async def test_utilization_reads_the_tables_for_authorities_and_operators(
         ) as (client, app),
         workers(kafka_bootstrap, topic_prefix, tmp_path) as ws,
     ):
-        app.state.verifier = TokenVerifier(_resolve)
+        app.state.verifier = TokenVerifier(resolve_key)
         await w.produce(kafka_bootstrap, topic_prefix, w.events)
         await until_exact(ws, w)
         operator = token("operator")
@@ -100,7 +84,7 @@ async def test_without_an_analytics_worker_the_answer_says_it_is_waiting(
         db=await db_url("monitor"),
         analytics_app_id=f"{topic_prefix}never-started",
     ) as (client, app):
-        app.state.verifier = TokenVerifier(_resolve)
+        app.state.verifier = TokenVerifier(resolve_key)
 
         async def waiting() -> dict[str, Any] | None:
             r = await client.get("/v1/utilization", headers=token("operator"))
