@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from tests.deploy.test_alerts import ALERTS, CONFIG, promtool, tool_missing
-from tests.integration.monitor.analytics.test_analytics import workers
+from tests.integration.monitor.analytics.harness import workers
 from tests.support.metrics import metrics_url, scrape
 from tests.support.poll import eventually
 from tests.support.records import authority, permit
