@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response
@@ -16,17 +18,23 @@ from services.registry.handlers import (
     audit,
     batch,
     export,
+    importing,
     queries,
     records,
     users,
     validation,
     workflow,
 )
+from services.registry.importer import ImportedItem, read_file
+from services.registry.importer.items import refusal as item_refusal
 from services.registry.problems import REFUSALS, problem_for
 from services.registry.schemas import (
     BatchBody,
     BatchItem,
     BatchResult,
+    ImportBody,
+    ImportItem,
+    ImportResult,
     NotificationView,
     PublishBody,
     PublishResult,
@@ -262,6 +270,70 @@ async def save_batch(
         requested=sum(i.status == "requested" for i in items),
         drafts=sum(i.status == "draft" for i in items),
         refused=sum(i.status == "refused" for i in items),
+    )
+
+
+@router.post(
+    "/import",
+    response_model=ImportResult,
+    tags=["records"],
+    responses={
+        200: {"description": "each item's outcome, file by file (refused items too)"},
+        403: {"description": "the caller acts for no government"},
+    },
+)
+async def import_files(body: ImportBody, caller: Caller, ctx: Ctx) -> ImportResult:
+    """Import files national systems already hold, for the caller's government only: ABSCH
+    record JSON (a documents-API body or a list of them), Solr search responses
+    (``response.docs``) and the IRCC bulk-upload spreadsheet (``.xlsx``, ``.csv``; its new
+    contacts become ``SIMP-<GUID>`` contact records, saved before the IRCCs citing them).
+    Records are grouped per schema and go through ``POST /v1/records/{schema}/batch``'s
+    checks and workflow; an item of another government is refused (403), a row or file
+    that cannot be read is refused naming its column or part (422), and the others go
+    on. ``dryRun`` checks everything and writes nothing."""
+    items: list[ImportedItem] = []
+    for f in body.files:
+        try:
+            data = base64.b64decode(f.content, validate=True)
+        except binascii.Error as exc:
+            items.append(
+                ImportedItem(f.name, "file", None, None, error=item_refusal("content", str(exc)))
+            )
+            continue
+        items.extend(read_file(f.name, data, government=caller.government))
+    outcomes = await importing.import_items(
+        ctx,
+        caller,
+        items,
+        publish=body.publish,
+        dry_run=body.dry_run,
+        correlation_id=correlation_id.get(),
+    )
+    answered = []
+    for index, o in enumerate(outcomes):
+        out = o.outcome.published if o.outcome else None
+        answered.append(
+            ImportItem(
+                index=index,
+                file=o.item.file,
+                position=o.item.position,
+                schema_=o.item.schema,
+                identifier=o.item.identifier,
+                status=o.status,
+                document_id=o.outcome.document_id if o.outcome else None,
+                revision=out.revision if out else None,
+                uid=out.uid if out else None,
+                request_id=out.request_id if out else None,
+                problem=problem_for(o.refusal) if o.refusal is not None else None,
+            )
+        )
+    return ImportResult(
+        items=answered,
+        dry_run=body.dry_run,
+        published=sum(i.status == "published" for i in answered),
+        requested=sum(i.status == "requested" for i in answered),
+        drafts=sum(i.status == "draft" for i in answered),
+        refused=sum(i.status == "refused" for i in answered),
     )
 
 

@@ -158,6 +158,59 @@ class BatchResult(ApiModel):
     refused: int
 
 
+# A file name without path or control characters; its extension says the format.
+IMPORT_FILE_NAME = (
+    r"^[^\x00-\x1f\x7f-\x9f/\\]{1,200}\.(?:[jJ][sS][oO][nN]|[cC][sS][vV]|[xX][lL][sS][xX])$"
+)
+
+
+class ImportFile(RequestBody):
+    """One file to import: its name, whose extension says the format (``.json``: ABSCH
+    record JSON or a Solr search response; ``.csv``/``.xlsx``: the IRCC bulk-upload
+    spreadsheet), and its bytes in base64."""
+
+    name: str = Field(pattern=IMPORT_FILE_NAME, max_length=205)
+    content: str = Field(
+        min_length=1,
+        max_length=1_400_000,
+        pattern=r"^[A-Za-z0-9+/]*={0,2}$",
+        description="the file's bytes, base64 (RFC 4648, no line breaks)",
+    )
+
+
+class ImportBody(RequestBody):
+    """Files whose records to save for the caller's government and, unless ``publish`` is
+    false, publish (an NAU's open requests). ``dryRun`` checks without writing."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    files: list[ImportFile] = Field(min_length=1, max_length=20)
+    publish: bool = Field(default=True, strict=True)
+    dry_run: bool = Field(default=False, strict=True, alias="dryRun")
+
+
+class ImportItem(BatchItem):
+    """One record of an import: where it came from (``file``, and ``position``: ``row 7``,
+    ``index 2``, ``docs[3]``, or ``file`` when the file could not be read) and its
+    batch outcome. In a dry run, ``status`` is what the item would get."""
+
+    file: str
+    position: str
+    schema_: str | None = Field(alias="schema")
+
+
+class ImportResult(ApiModel):
+    """Each item's outcome, in file order (a spreadsheet's new contacts before its rows),
+    and how many ended each way."""
+
+    items: list[ImportItem]
+    dry_run: bool = Field(alias="dryRun")
+    published: int
+    requested: int
+    drafts: int
+    refused: int
+
+
 class RevokeBody(RequestBody):
     """Revocation reason, as an lstring (e.g. ``{"en": "permit withdrawn"}``)."""
 

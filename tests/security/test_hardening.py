@@ -11,6 +11,7 @@ One stack per database backend serves the module (module-scoped fixture and even
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import logging
@@ -397,6 +398,21 @@ WRITES: dict[str, WriteEndpoint] = {
         "/v1/records/absPermit/batch",
         "pa",
         lambda w: {"records": [_ircc()(w)], "publish": True},
+    ),
+    "registry-import": WriteEndpoint(
+        "registry",
+        "POST",
+        "/v1/import",
+        "pa",
+        lambda w: {
+            "files": [
+                {
+                    "name": "records.json",
+                    "content": base64.b64encode(json.dumps([_ircc()(w)]).encode()).decode(),
+                }
+            ],
+            "publish": True,
+        },
     ),
     "registry-publish": WriteEndpoint(
         "registry",

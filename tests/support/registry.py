@@ -11,6 +11,7 @@ import httpx
 
 from services.registry.bootstrap import bootstrap
 from services.registry.settings import RegistrySettings
+from tests.support.records import authority
 from tests.support.servers import serving
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
@@ -83,3 +84,16 @@ async def publish(client: httpx.AsyncClient, token: str, record: dict[str, Any])
     assert resp.status_code == 200, resp.text
     out: dict[str, Any] = resp.json()
     return out
+
+
+@asynccontextmanager
+async def registry_with_cna(
+    kafka: str, prefix: str, db_url: Any, tmp: Path
+) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str], str]]:
+    """A registry with Mexico's users (by role) and a published CNA (its identifier)."""
+    settings = registry_settings(kafka=kafka, prefix=prefix, db=await db_url("registry"), tmp=tmp)
+    async with running_registry(settings) as client:
+        users = await government_users(client, "mx")
+        cna = authority("mx", ["cna@mx.example"])
+        await publish(client, users["pa"], cna)
+        yield client, users, cna["header"]["identifier"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,27 +9,12 @@ import httpx
 
 from shared.events import topic_name
 from tests.support.kafka import TopicReader
-from tests.support.records import authority, permit
+from tests.support.records import permit
 from tests.support.registry import (
     auth,
-    government_users,
     publish,
-    registry_settings,
-    running_registry,
+    registry_with_cna,
 )
-
-
-@asynccontextmanager
-async def _registry(
-    kafka: str, prefix: str, db_url: Any, tmp: Path
-) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str], str]]:
-    """A registry with Mexico's users and a published CNA (its identifier)."""
-    settings = registry_settings(kafka=kafka, prefix=prefix, db=await db_url("registry"), tmp=tmp)
-    async with running_registry(settings) as client:
-        users = await government_users(client, "mx")
-        cna = authority("mx", ["cna@mx.example"])
-        await publish(client, users["pa"], cna)
-        yield client, users, cna["header"]["identifier"]
 
 
 async def _batch(
@@ -48,10 +31,13 @@ async def _batch(
 async def test_a_batch_publishes_what_passes_and_answers_each_refusal(
     kafka_bootstrap: str, topic_prefix: str, db_url, tmp_path: Path
 ) -> None:
-    async with _registry(kafka_bootstrap, topic_prefix, db_url, tmp_path) as (
-        client,
-        users,
-        cna_id,
+    registry = registry_with_cna(kafka_bootstrap, topic_prefix, db_url, tmp_path)
+    async with (
+        registry as (
+            client,
+            users,
+            cna_id,
+        )
     ):
         good = [permit("mx", cna_id) for _ in range(20)]
         unpublishable = permit("mx", cna_id)
@@ -106,10 +92,13 @@ async def test_a_batch_publishes_what_passes_and_answers_each_refusal(
 async def test_a_batch_of_drafts_and_an_nau_batch_publish_nothing(
     kafka_bootstrap: str, topic_prefix: str, db_url, tmp_path: Path
 ) -> None:
-    async with _registry(kafka_bootstrap, topic_prefix, db_url, tmp_path) as (
-        client,
-        users,
-        cna_id,
+    registry = registry_with_cna(kafka_bootstrap, topic_prefix, db_url, tmp_path)
+    async with (
+        registry as (
+            client,
+            users,
+            cna_id,
+        )
     ):
         drafts = await _batch(
             client, users["pa"], [permit("mx", cna_id) for _ in range(3)], publish=False
@@ -137,7 +126,14 @@ async def test_a_batch_of_drafts_and_an_nau_batch_publish_nothing(
 async def test_a_batch_is_refused_whole_when_its_envelope_is_wrong(
     kafka_bootstrap: str, topic_prefix: str, db_url, tmp_path: Path
 ) -> None:
-    async with _registry(kafka_bootstrap, topic_prefix, db_url, tmp_path) as (client, users, _):
+    registry = registry_with_cna(kafka_bootstrap, topic_prefix, db_url, tmp_path)
+    async with (
+        registry as (
+            client,
+            users,
+            _,
+        )
+    ):
         url, headers = "/v1/records/absPermit/batch", auth(users["pa"])
         for body, field in (
             ({"records": []}, "records"),
