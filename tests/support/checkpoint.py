@@ -16,7 +16,7 @@ from shared.events import Topic, topic_name
 from tests.support.mail import consumed
 from tests.support.poll import eventually
 from tests.support.registry import registry_settings, running_registry
-from tests.support.servers import serving
+from tests.support.servers import service_client, serving
 
 
 @dataclass
@@ -54,5 +54,5 @@ async def running_checkpoint(
             environment="test",
         )
         url = await stack.enter_async_context(serving(bootstrap(settings)))
-        client = await stack.enter_async_context(httpx.AsyncClient(base_url=url, timeout=30))
+        client = await stack.enter_async_context(service_client(url))
         yield CheckpointPair(registry=registry, checkpoint=client, prefix=prefix)

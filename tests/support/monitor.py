@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from services.monitor.bootstrap import bootstrap
 from services.monitor.settings import MonitorSettings
 from shared.events import CloudEvent
-from tests.support.servers import serving
+from tests.support.servers import service_client, serving
 
 
 @asynccontextmanager
@@ -28,7 +28,7 @@ async def running_monitor(
         **extra,
     )
     app = bootstrap(settings)
-    async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+    async with serving(app) as url, service_client(url) as client:
         yield client, app
 
 

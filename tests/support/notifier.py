@@ -29,7 +29,7 @@ from tests.support.registry import (
     registry_settings,
     running_registry,
 )
-from tests.support.servers import serving
+from tests.support.servers import service_client, serving
 from tests.support.stack import Stack
 from tools.smtp_sink import SmtpSink
 
@@ -73,7 +73,7 @@ async def running_notifier(
 ) -> AsyncIterator[RunningNotifier]:
     """Serve a notifier until the block ends (its lifespan runs both ways)."""
     app = bootstrap(settings, clock=clock) if clock else bootstrap(settings)
-    async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+    async with serving(app) as url, service_client(url) as client:
         yield RunningNotifier(client, app)
 
 

@@ -12,7 +12,7 @@ import httpx
 from services.registry.bootstrap import bootstrap
 from services.registry.settings import RegistrySettings
 from tests.support.records import authority
-from tests.support.servers import serving
+from tests.support.servers import service_client, serving
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 
@@ -38,7 +38,7 @@ async def running_registry(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """Serve a registry; yields an HTTP client pointed at it."""
     app = bootstrap(settings, **kw)
-    async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+    async with serving(app) as url, service_client(url) as client:
         client.app = app  # type: ignore[attr-defined]
         yield client
 

@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 import uvicorn
 from fastapi import FastAPI
 
@@ -66,3 +67,18 @@ async def _serve(server: uvicorn.Server) -> None:
         await server.serve()
     except SystemExit as exc:
         raise OSError(f"server exited with {exc.code}") from None
+
+
+# uvicorn closes a keep-alive connection after 5 idle seconds; a client that reuses one
+# about then may write to a socket the server is closing (httpx.ReadError). Let clients
+# drop idle connections well before.
+KEEPALIVE_EXPIRY_SECONDS = 2.0
+
+
+def service_client(url: str, *, timeout: float = 30.0) -> httpx.AsyncClient:
+    """An HTTP client for a service under test at ``url``."""
+    return httpx.AsyncClient(
+        base_url=url,
+        timeout=timeout,
+        limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS),
+    )

@@ -20,7 +20,7 @@ from services.notifier.bootstrap import bootstrap as notifier_app
 from services.notifier.settings import NotifierSettings
 from tests.support.poll import eventually
 from tests.support.registry import auth, registry_settings, running_registry
-from tests.support.servers import serving
+from tests.support.servers import service_client, serving
 from tools.smtp_sink import SmtpSink
 
 
@@ -93,7 +93,7 @@ async def running_stack(
         )
         monitor_url = await stack.enter_async_context(serving(monitor_service))
         checkpoint, notifier, monitor = [
-            await stack.enter_async_context(httpx.AsyncClient(base_url=url, timeout=30))
+            await stack.enter_async_context(service_client(url))
             for url in (checkpoint_url, notifier_url, monitor_url)
         ]
         yield Stack(
