@@ -86,10 +86,13 @@ async def publish(client: httpx.AsyncClient, token: str, record: dict[str, Any])
     return out
 
 
+MxRegistry = tuple[httpx.AsyncClient, dict[str, str], str]
+
+
 @asynccontextmanager
 async def registry_with_cna(
     kafka: str, prefix: str, db_url: Any, tmp: Path
-) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str], str]]:
+) -> AsyncIterator[MxRegistry]:
     """A registry with Mexico's users (by role) and a published CNA (its identifier)."""
     settings = registry_settings(kafka=kafka, prefix=prefix, db=await db_url("registry"), tmp=tmp)
     async with running_registry(settings) as client:

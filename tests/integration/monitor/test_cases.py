@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import shutil
@@ -15,6 +14,7 @@ import pytest
 
 from shared.events import topic_name
 from tests.integration.monitor.test_rules import cpc
+from tests.support.browser import render_dom
 from tests.support.kafka import TopicReader
 from tests.support.metrics import scrape
 from tests.support.poll import eventually
@@ -161,14 +161,14 @@ async def test_dashboard_shows_live_numbers_in_a_real_browser(world: World) -> N
     await eventually(lambda: _has_case(w), what="case listed")
     url = str(w.stack.monitor.base_url).rstrip("/") + "/dashboard"
 
-    signed_out = await _browse(w, url)
+    signed_out = await render_dom(url, w.profile)
     assert re.search(r'<form id="sign-in">', signed_out), signed_out  # shown: not hidden
     assert 'data-loaded="true"' not in signed_out
     assert 'id="numbers" hidden' in signed_out
     assert "IRCC_REVOKED" not in signed_out
 
     operator = await create_user(w.stack.registry, w.admin, "operator")
-    dom = await _browse(w, f"{url}#token={operator}")
+    dom = await render_dom(f"{url}#token={operator}", w.profile)
     assert 'data-loaded="true"' in dom, dom
     rule_row = re.search(r'data-key="IRCC_REVOKED"><td>IRCC_REVOKED</td><td class="n">(\d+)', dom)
     assert rule_row is not None
@@ -178,32 +178,6 @@ async def test_dashboard_shows_live_numbers_in_a_real_browser(world: World) -> N
     assert country_row.group(1) == "1"
     assert re.search(r'id="failed"[^>]*>0<', dom)
     assert re.search(r'data-key="cpc.published"><td>cpc.published</td>', dom)
-
-
-async def _browse(w: World, url: str) -> str:
-    """The DOM headless Chromium renders for ``url`` after its timers ran a while."""
-    proc = await asyncio.create_subprocess_exec(
-        "chromium",
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={w.profile}",
-        "--virtual-time-budget=10000",
-        "--dump-dom",
-        url,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=90)
-    dom = out.decode()
-    assert proc.returncode == 0, (url, err.decode()[-3000:])
-    assert "</html>" in dom, (url, err.decode()[-3000:])
-    return dom
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

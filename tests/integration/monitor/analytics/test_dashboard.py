@@ -9,7 +9,6 @@ CI, which installs Chromium).
 
 from __future__ import annotations
 
-import asyncio
 import html
 import json
 import os
@@ -27,6 +26,7 @@ import pytest
 from shared.auth import TokenVerifier
 from tests.integration.monitor.analytics.harness import resolve_key, token, until_exact, workers
 from tests.integration.monitor.analytics.support import Workload, build
+from tests.support.browser import render_dom
 from tests.support.monitor import running_monitor
 from tests.support.poll import eventually
 
@@ -91,35 +91,8 @@ async def page(
         raw = operator["Authorization"].removeprefix("Bearer ")
         url = f"{str(client.base_url).rstrip('/')}/dashboard#token={raw}"
         profile = tmp_path / "chrome-profile"
-        dom = await _render(url, profile)
+        dom = await render_dom(url, profile)
         yield Page(dom, w, profile)
-
-
-async def _render(url: str, profile: Path) -> str:
-    """The DOM headless Chromium renders for ``url`` after its timers ran a while."""
-    proc = await asyncio.create_subprocess_exec(
-        "chromium",
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--allow-file-access-from-files",
-        f"--user-data-dir={profile}",
-        "--virtual-time-budget=10000",
-        "--dump-dom",
-        url,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=90)
-    dom = out.decode()
-    assert proc.returncode == 0, (url[:80], err.decode()[-3000:])
-    assert "</html>" in dom, (url[:80], err.decode()[-3000:])
-    return dom
 
 
 def _section(dom: str) -> str:
@@ -211,7 +184,7 @@ async def test_axe_core_finds_no_violation_in_the_utilization_section(
     static = re.sub(r"<script>.*?</script>", "", page.dom, flags=re.S)
     static = static.replace("</body>", AXE_RUN + "</body>")
     (folder / "dashboard.html").write_text(static, encoding="utf-8")
-    dom = await _render((folder / "dashboard.html").as_uri(), page.profile)
+    dom = await render_dom((folder / "dashboard.html").as_uri(), page.profile)
     found = re.search(r'<pre id="axe-result">(.*?)</pre>', dom, flags=re.S)
     assert found is not None, dom[-3000:]
     violations = json.loads(html.unescape(found.group(1)))
