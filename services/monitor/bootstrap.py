@@ -96,6 +96,7 @@ def bootstrap(settings: MonitorSettings, *, clock: Callable[[], datetime] = utc_
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )
     kit.add_worker(utilization)
+    metrics.utilization_view.set_function(lambda: float(utilization.state == "following"))
 
     def live_numbers() -> dict[str, Any]:
         lag = sum(s.value for m in metrics.plumbing.lag.collect() for s in m.samples)
@@ -112,6 +113,7 @@ def bootstrap(settings: MonitorSettings, *, clock: Callable[[], datetime] = utc_
     app.state.checking = checking
     app.state.live_numbers = live_numbers
     app.state.utilization = utilization
+    app.state.metrics = metrics
     # Refuses deactivated users too, from the kit's copy of the directory topic.
     app.state.verifier = kit.token_verifier(settings.jwks_url)
     install_error_mapping(app)

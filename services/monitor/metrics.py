@@ -14,6 +14,12 @@ class MonitorMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.plumbing = PlumbingMetrics(registry, "monitor")
+        self.utilization_view = Gauge(
+            "monitor_utilization_view_following",
+            "1 when GET /v1/utilization follows the analytics changelog; 0 while starting,"
+            " waiting for it (no analytics worker has run) or failing to read it",
+            registry=registry,
+        )
         self.events_seen = Counter(
             "monitor_events_seen_total",
             "IRCC and CPC events read by the stream processor",

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
 
 from shared.auth import TokenVerifier
 from tests.integration.monitor.analytics.harness import resolve_key, token, until_exact, workers
@@ -70,6 +71,8 @@ async def test_utilization_reads_the_tables_for_authorities_and_operators(
         one = (await client.get("/v1/utilization", params=params, headers=nfp)).json()
         assert (one["total"], one["items"]) == (row["citations"], [row])
         assert one["view"]["state"] == "following"
+        text = generate_latest(app.state.metrics.plumbing.registry).decode()
+        assert "monitor_utilization_view_following 1.0" in text
         assert one["view"]["messages"] > 0
         before = (await client.get("/v1/utilization", params={"to": "2025-12"}, headers=nfp)).json()
         assert (before["total"], before["items"]) == (0, [])
@@ -94,3 +97,6 @@ async def test_without_an_analytics_worker_the_answer_says_it_is_waiting(
         body = await eventually(waiting, timeout=30, what="the view waits for the changelog")
         assert (body["total"], body["items"]) == (0, [])
         assert body["view"]["messages"] == 0
+        # Shown to operators too, not only in the answer.
+        text = generate_latest(app.state.metrics.plumbing.registry).decode()
+        assert "monitor_utilization_view_following 0.0" in text
