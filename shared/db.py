@@ -18,6 +18,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.util import await_only
 
+from shared.sqlite_inline import run_inline
+
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """Engine for ``url``; SQLite gets its folder created, WAL and a busy timeout."""
@@ -28,6 +30,15 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
+    # A file shared by connections of this process: statements on the loop's thread,
+    # writers taking turns in the loop (an in-memory test database keeps aiosqlite as is).
+    shared_file = (
+        bool(parsed.database)
+        and parsed.database != ":memory:"
+        and kwargs.get("poolclass") is not StaticPool
+    )
+    # Inline connections wait for other processes' locks in the loop, not in SQLite.
+    busy_ms = 0 if shared_file else 30_000
 
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -35,14 +46,11 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={busy_ms}")
         cur.close()
 
-    if (
-        parsed.database
-        and parsed.database != ":memory:"
-        and kwargs.get("poolclass") is not StaticPool
-    ):
+    if shared_file:
+        run_inline(engine)
         queue_writers(engine)
     return engine
 

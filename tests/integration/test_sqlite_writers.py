@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from threading import get_ident
 from typing import Any
 
 import pytest
@@ -15,6 +16,8 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import create_engine
+from shared.sqlite_inline import InlineConnection
+from tests.support.poll import eventually
 
 # Within the engine's pool (5 + 10 overflow): each writer holds a connection throughout.
 WRITERS = 12
@@ -89,3 +92,70 @@ async def test_a_writer_that_fails_gives_the_turn_back(engine: AsyncEngine) -> N
     assert isinstance(results[0], RuntimeError)
     assert results[1] is None
     assert await _rows(engine) == [(2, 0)]
+
+
+async def test_a_lock_held_elsewhere_is_waited_for_in_the_loop(tmp_path: Path) -> None:
+    """Two engines on one file stand for two processes: the second writer waits for the
+    first's lock without stalling the loop (a ticker keeps running), then commits."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
+    first, second = create_engine(url), create_engine(url)
+    try:
+        async with first.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, writer INT)"))
+        release = asyncio.Event()
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not release.is_set():
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        async def holder() -> None:
+            async with first.begin() as conn:
+                await conn.execute(text("INSERT INTO t (writer) VALUES (1)"))
+                await release.wait()
+
+        async def waiter() -> None:
+            async with second.begin() as conn:
+                await conn.execute(text("INSERT INTO t (writer) VALUES (2)"))
+
+        retries = InlineConnection.busy_retries
+        tasks = [asyncio.create_task(c) for c in (ticker(), holder())]
+        await eventually(lambda: ticks > 0, what="ticker running")
+        waiting = asyncio.create_task(waiter())
+        await eventually(lambda: InlineConnection.busy_retries > retries + 3, what="retries")
+        ticks_while_waiting = ticks
+        await eventually(lambda: ticks > ticks_while_waiting + 3, what="loop still turning")
+        assert not waiting.done()
+        release.set()
+        await asyncio.wait_for(asyncio.gather(waiting, *tasks), timeout=20)
+        assert await _rows_of(second) == [1, 2]
+    finally:
+        await first.dispose()
+        await second.dispose()
+
+
+async def _rows_of(engine: AsyncEngine) -> list[int]:
+    async with engine.connect() as conn:
+        return [r[0] for r in await conn.execute(text("SELECT writer FROM t ORDER BY id"))]
+
+
+async def test_statements_run_on_the_loop_thread(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'thread.db'}")
+    seen: list[int] = []
+
+    def thread_id() -> int:
+        seen.append(get_ident())
+        return 0
+
+    try:
+        async with engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            assert isinstance(raw.driver_connection, InlineConnection)
+            sqlite_conn = raw.driver_connection._conn
+            sqlite_conn.create_function("thread_id", 0, thread_id)
+            await conn.execute(text("SELECT thread_id()"))
+        assert seen == [get_ident()]
+    finally:
+        await engine.dispose()
