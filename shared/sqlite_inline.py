@@ -43,38 +43,24 @@ class InlineConnection(aiosqlite.Connection):
     busy_retries = 0  # class-wide: how often any call met a lock held by another process
 
     async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if not self._running or not self._connection:
-            raise ValueError("Connection closed")
-        try:
-            return fn(*args, **kwargs)
-        except sqlite3.OperationalError as exc:
-            if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY:
-                raise  # BUSY_SNAPSHOT and the like: waiting would not help
-            return await self._wait_and_retry(fn, args, kwargs, exc)
-
-    async def _wait_and_retry(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        first: sqlite3.OperationalError,
-    ) -> Any:
-        deadline = time.monotonic() + BUSY_WAIT_SECONDS
+        deadline: float | None = None
         pause = _FIRST_PAUSE
-        error = first
-        while time.monotonic() < deadline:
-            InlineConnection.busy_retries += 1
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, _LONGEST_PAUSE)
+        while True:
             if not self._running or not self._connection:
                 raise ValueError("Connection closed")
             try:
                 return fn(*args, **kwargs)
             except sqlite3.OperationalError as exc:
                 if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY:
+                    raise  # BUSY_SNAPSHOT and the like: waiting would not help
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + BUSY_WAIT_SECONDS
+                elif now >= deadline:
                     raise
-                error = exc
-        raise error
+            InlineConnection.busy_retries += 1
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _LONGEST_PAUSE)
 
 
 def run_inline(engine: AsyncEngine) -> None:
