@@ -131,6 +131,7 @@ class OutboxRelay:
         self.oldest_created: datetime | None = None  # of the oldest unsent row, last read
         self.last_round: float = time.monotonic()  # monotonic end of the last round
         self.last_error: str | None = None
+        self._emptied = False  # the last round read every unsent row (fewer than a batch)
         metrics.outbox_failures.labels(metrics.service)  # exists from the start
         metrics.outbox_oldest_age.labels(metrics.service).set(0)
 
@@ -190,9 +191,12 @@ class OutboxRelay:
                     )
                 )
             ).one()
-        self.oldest_created = oldest if count else None
+        self._report(int(count or 0), oldest if count else None)
+
+    def _report(self, backlog: int, oldest: datetime | None) -> None:
+        self.oldest_created = oldest
         m = self._metrics
-        m.outbox_backlog.labels(m.service).set(int(count or 0))
+        m.outbox_backlog.labels(m.service).set(backlog)
         m.outbox_oldest_age.labels(m.service).set(self.oldest_age())
 
     async def _lease(self, session: AsyncSession) -> bool:
@@ -211,6 +215,7 @@ class OutboxRelay:
         another reason stay for the next round, and that reason is raised after the rows
         that did go out are marked."""
         failure: BaseException | None = None
+        self._emptied = False
         async with self._sessions() as session, session.begin():
             if not await self._lease(session):
                 return 0
@@ -223,6 +228,7 @@ class OutboxRelay:
                 )
             ).all()
             if not rows:
+                self._emptied = True
                 return 0
             sent: list[Any] = list(rows)
             done = len(rows)
@@ -247,6 +253,7 @@ class OutboxRelay:
                 )
         if failure is not None and not done:
             raise failure
+        self._emptied = failure is None and len(rows) < self._batch
         return done
 
     async def _bury(self, session: AsyncSession, row: Any, exc: BaseException) -> None:
@@ -279,17 +286,22 @@ class OutboxRelay:
         backoff = 0.1
         while True:
             failed = False
+            # Cleared before the round, not after: a commit during it is not left waiting.
+            self._wake.clear()
             try:
                 sent = await self.drain_once()
                 backoff = 0.1
                 self.last_error = None
             except Exception as exc:  # broker or database down: keep rows, retry later
-                failed, sent = True, 0
+                failed, sent, self._emptied = True, 0, False
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self._metrics.outbox_failures.labels(self._metrics.service).inc()
                 log.warning("outbox relay round failed, retrying in %.1fs: %s", backoff, exc)
-            with contextlib.suppress(Exception):  # the database may be the thing that is down
-                await self.measure()
+            if self._emptied:  # the round read every unsent row: nothing waits but new ones
+                self._report(0, None)
+            else:
+                with contextlib.suppress(Exception):  # the database may be what is down
+                    await self.measure()
             self.last_round = time.monotonic()
             if self._stopping and (failed or not sent):
                 return
@@ -297,9 +309,8 @@ class OutboxRelay:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
                 continue
-            if sent:
-                continue
-            self._wake.clear()
+            if sent and (self._stopping or not self._emptied):
+                continue  # a full batch: more may be waiting
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._idle)
 
