@@ -41,7 +41,7 @@ from email.policy import compat32
 from email.utils import formatdate, parseaddr
 from typing import Any
 
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import Table, Update, bindparam, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifier.adapters.smtp import PermanentFailure, TemporaryFailure
@@ -120,6 +120,17 @@ def mail_bytes(ctx: NotifierContext, row: DeliveryRow, cache: MailCache) -> byte
     return own.encode("ascii") + shared
 
 
+# What an attempt changes in a delivery row (written with the claim given back).
+_OUTCOME_COLUMNS = (
+    "status",
+    "attempts",
+    "last_error",
+    "next_attempt_at",
+    "deferred_since",
+    "sent_at",
+)
+_DELIVERIES: Table = DeliveryRow.__table__  # type: ignore[assignment]
+
 _REPLY_4XX = re.compile(r"(4\d\d) ")
 _NOT_REACHED = 421  # "service not available, closing channel": the server, not this mail
 
@@ -165,6 +176,7 @@ class DeliveryWorker:
         self._unreachable = 0  # connection failures in a row
         self._smtp_error: str | None = None
         self._hold_until: datetime | None = None  # no sends before this while unreachable
+        self._write = self._write_statement()
 
     async def smtp_ready(self) -> tuple[bool, str]:
         """Readiness: the SMTP server answered the last attempt to reach it."""
@@ -206,7 +218,8 @@ class DeliveryWorker:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), pause)
                 continue
-            if attempted == 0 and not self._stopping:
+            # Fewer than a batch: every due row was claimed, so rest until woken or due.
+            if attempted < self._batch and not self._stopping:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._pause)
 
@@ -410,24 +423,28 @@ class DeliveryWorker:
                 backoff = min(backoff * 2, 5.0)
 
     async def _write_outcomes(self, outcomes: list[tuple[DeliveryRow, str | None]]) -> set[int]:
-        recorded: set[int] = set()
+        """One statement for the wave, run once per row (``executemany``), guarded by the claim."""
+        ids = [row.id for row, _ in outcomes]
+        params = [
+            {f"v_{name}": getattr(row, name) for name in _OUTCOME_COLUMNS} | {"v_id": row.id}
+            for row, _ in outcomes
+        ]
         async with self._ctx.sessions.begin() as session:
-            for row, outcome in outcomes:
-                write = (
-                    update(DeliveryRow)
-                    .where(DeliveryRow.id == row.id, DeliveryRow.claimed_by == self.worker_id)
-                    .values(
-                        status=row.status,
-                        attempts=row.attempts,
-                        last_error=row.last_error,
-                        next_attempt_at=row.next_attempt_at,
-                        deferred_since=row.deferred_since,
-                        sent_at=row.sent_at,
-                        claimed_until=None,
+            result = await session.execute(self._write, params)
+            if session.get_bind().dialect.supports_sane_multi_rowcount and getattr(
+                result, "rowcount", -1
+            ) == len(ids):
+                recorded = set(ids)
+            else:  # a claim was lost, or the driver can't count: the rows still ours
+                recorded = set(
+                    await session.scalars(
+                        select(_DELIVERIES.c.id).where(
+                            _DELIVERIES.c.id.in_(ids), _DELIVERIES.c.claimed_by == self.worker_id
+                        )
                     )
-                    .returning(DeliveryRow.id)
                 )
-                if (await session.execute(write)).scalar_one_or_none() is None:
+            for row, outcome in outcomes:
+                if row.id not in recorded:
                     log.warning(
                         "delivery %s to %s: claim lost to another worker, outcome (%s) "
                         "not recorded",
@@ -435,13 +452,22 @@ class DeliveryWorker:
                         row.recipient,
                         row.status,
                     )
-                    continue
-                recorded.add(row.id)
-                if outcome == "notification.failed":
+                elif outcome == "notification.failed":
                     self._fail(session, row)
                 elif outcome is not None:
                     self._outcome(session, row, outcome)
         return recorded
+
+    def _write_statement(self) -> Update:
+        table = _DELIVERIES
+        values: dict[str, Any] = {
+            name: bindparam(f"v_{name}", type_=table.c[name].type) for name in _OUTCOME_COLUMNS
+        }
+        return (
+            update(table)
+            .where(table.c.id == bindparam("v_id"), table.c.claimed_by == self.worker_id)
+            .values(**values, claimed_until=None)
+        )
 
     async def _observe(self) -> None:
         """Set the backlog gauges and how long to rest before the next round."""

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.notifier import domain, parking, references, utilization
 from services.notifier.adapters.tables import DeliveryRow, ProcessedEvent
 from services.notifier.context import NotifierContext
-from services.notifier.rendering import DiscrepancyFacts, MailContext, render
+from services.notifier.rendering import DiscrepancyFacts, MailContext, RenderedMail, render
 from shared.events import CloudEvent
 from shared.events.models import (
     CpcAmended,
@@ -67,10 +67,13 @@ def add_deliveries(
 ) -> int:
     """Add one rendered, pending delivery per address not in ``known``; caller commits."""
     created = 0
+    rendered: dict[str, RenderedMail] = {}  # the mail depends on the language, not the address
     for r in recipients:
         if r.address in known:
             continue
-        mail = render(job.template, r.language, context)
+        mail = rendered.get(r.language)
+        if mail is None:
+            mail = rendered[r.language] = render(job.template, r.language, context)
         session.add(
             DeliveryRow(
                 event_id=job.event_id,
