@@ -29,7 +29,7 @@ from bench import (
     b_state,
     targets,
 )
-from bench.common import ROOT, VAR, LoadMeter, Outcome, Table, load_note, out, progress, write_json
+from bench.common import VAR, LoadMeter, Outcome, Table, load_note, out, progress, write_json
 from bench.session import Session
 
 Bench = Callable[[Session], Awaitable[Outcome]]
@@ -130,10 +130,6 @@ async def main_async(args: argparse.Namespace) -> int:
         return 2
     names = [n for n in BENCHMARKS if n in names]  # canonical order
     env_overrides = dict(kv.split("=", 1) for kv in args.env)
-    if args.patch:
-        patches = ROOT / "bench" / "patches"
-        env_overrides["PYTHONPATH"] = f"{patches}:{ROOT}"
-        env_overrides["BENCH_PATCHES"] = ",".join(args.patch)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     session = Session(
         quick=args.quick,
@@ -155,7 +151,6 @@ async def main_async(args: argparse.Namespace) -> int:
             "platform": platform.platform(),
         },
         "env_overrides": env_overrides,
-        "patches": args.patch,
         "benchmarks": {},
     }
     t_all = time.monotonic()
@@ -226,13 +221,6 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="KEY=VALUE",
         help="extra environment for the service processes (repeatable)",
-    )
-    parser.add_argument(
-        "--patch",
-        action="append",
-        default=[],
-        choices=["envelope-cache"],
-        help="what-if patch applied in memory to the service processes (bench/patches)",
     )
     parser.add_argument(
         "--keep-state", action="store_true", help="keep the services' SQLite files of the run"

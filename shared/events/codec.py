@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 from pydantic import ValidationError
@@ -25,6 +26,13 @@ class UnknownEventType(DecodeError):
     """A valid envelope of a type this reader does not know (skipped, not dead-lettered)."""
 
 
+@cache
+def envelope_of(model: type[EventData]) -> type[CloudEvent[Any]]:
+    """``CloudEvent[model]``, looked up once per model: pydantic's own lookup of a
+    parametrised generic cost about 25 µs for every event built or read."""
+    return CloudEvent[model]  # type: ignore[valid-type]
+
+
 def new_event(
     event_type: str,
     *,
@@ -39,7 +47,7 @@ def new_event(
         expected = getattr(spec.model, "__name__", "?")
         raise TypeError(f"{event_type} carries {expected}, not {type(data).__name__}")
     extra: dict[str, Any] = {"correlationid": correlation_id} if correlation_id else {}
-    return CloudEvent[spec.model](  # type: ignore[name-defined]
+    return envelope_of(spec.model)(
         source=f"/absch/{source}",
         type=event_type,
         subject=subject,
@@ -102,7 +110,7 @@ def decode_event(
             "schemaversion": spec.version,
         }
     try:
-        return CloudEvent[spec.model].model_validate(obj)  # type: ignore[name-defined]
+        return envelope_of(spec.model).model_validate(obj)
     except ValidationError as exc:
         fields = ", ".join(".".join(str(p) for p in e["loc"]) or "<root>" for e in exc.errors())
         raise DecodeError(f"invalid {spec.name} event: {fields}") from None
