@@ -24,6 +24,16 @@ IRCC_EVENT_TYPES = frozenset({"ircc.published", "ircc.amended", "ircc.revoked"})
 REVOKE_INTENT = 1  # amendmentIntent of a revoking revision [P7]
 
 
+def json_copy(value: Any) -> Any:
+    """A deep copy of JSON-shaped data (dicts, lists, scalars), without the memo that
+    ``copy.deepcopy`` keeps against cycles JSON can't have."""
+    if isinstance(value, dict):
+        return {k: json_copy(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(json_copy(v) for v in value)
+    return value
+
+
 class Rule(StrEnum):
     """Rule codes of DESIGN.md §6 (the ``rule`` of a discrepancy)."""
 
@@ -225,7 +235,7 @@ class Finding:
             "ircc_uid": self.ircc_uid,
             "provider_country": self.provider_country,
             "user_country": self.user_country,
-            "evidence": copy.deepcopy(self.evidence),
+            "evidence": json_copy(self.evidence),
         }
 
 

@@ -9,7 +9,6 @@ latest revision, the only valid certificate [P5].
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,6 +27,7 @@ from services.monitor.domain import (
     Finding,
     IrccState,
     Rule,
+    json_copy,
     parse_date,
     reference_ids,
     split_reference,
@@ -120,7 +120,7 @@ class _Cpc:
             ircc_uid=ircc_uid,
             provider_country=provider,
             user_country=self.user_country,
-            evidence=copy.deepcopy(evidence),
+            evidence=json_copy(evidence),
         )
 
 
