@@ -219,11 +219,20 @@ class OutboxRelay:
         async with self._sessions() as session, session.begin():
             if not await self._lease(session):
                 return 0
+            table = self._row
+            # Plain rows, not ORM objects: nothing here is changed through the unit of work.
             rows = (
-                await session.scalars(
-                    select(self._row)
-                    .where(self._row.sent_at.is_(None))
-                    .order_by(self._row.id)
+                await session.execute(
+                    select(
+                        table.id,
+                        table.event_id,
+                        table.topic,
+                        table.key,
+                        table.payload,
+                        table.created_at,
+                    )
+                    .where(table.sent_at.is_(None))
+                    .order_by(table.id)
                     .limit(self._batch)
                 )
             ).all()
