@@ -26,6 +26,10 @@ class UnknownEventType(DecodeError):
     """A valid envelope of a type this reader does not know (skipped, not dead-lettered)."""
 
 
+class NotWanted(UnknownEventType):
+    """An envelope of a type the reader asked not to have validated (``only``)."""
+
+
 @cache
 def envelope_of(model: type[EventData]) -> type[CloudEvent[Any]]:
     """``CloudEvent[model]``, looked up once per model: pydantic's own lookup of a
@@ -78,10 +82,12 @@ def decode_event(
     *,
     catalog: dict[str, EventSpec] | None = None,
     upcasters: dict[tuple[str, int], Upcaster] | None = None,
+    only: frozenset[str] | None = None,
 ) -> CloudEvent[Any]:
     """Parse wire bytes into a typed envelope.
 
-    Raises ``UnknownEventType`` for a well-formed envelope of an unknown type and
+    Raises ``UnknownEventType`` for a well-formed envelope of an unknown type,
+    ``NotWanted`` for one whose type is not in ``only`` (its payload is not validated), and
     ``DecodeError`` (with the reason) for anything else that is not a valid event.
     """
     try:
@@ -90,6 +96,8 @@ def decode_event(
         raise DecodeError(f"not JSON: {exc}") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
         raise DecodeError("not a CloudEvents envelope: missing string 'type'")
+    if only is not None and obj["type"] not in only:
+        raise NotWanted(f"{obj['type']!r} is not handled here")
     try:
         spec = (catalog or CATALOG)[obj["type"]]
     except KeyError:

@@ -165,6 +165,7 @@ class Kit:
             replication=s.kafka_replication,
             fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
             broadcast=broadcast,
+            types=frozenset(handlers if handlers is not None else tx_handlers or ()),
         )
         self.consumers.append(consumer)
         self.readiness.watch_consumer(consumer)

@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.events.codec import DecodeError, UnknownEventType, decode_event
+from shared.events.codec import DecodeError, NotWanted, UnknownEventType, decode_event
 from shared.events.envelope import CloudEvent
 from shared.events.topics import dlq_name
 from shared.kafka.admin import ensure_topics
@@ -106,6 +106,7 @@ class SupervisedConsumer:
         fetch_max_wait_ms: int = 500,
         max_records: int = 500,
         broadcast: bool = False,
+        types: frozenset[str] | None = None,
     ) -> None:
         if (handler is None) == (tx_handler is None):
             raise ValueError("give exactly one of handler and tx_handler")
@@ -133,6 +134,8 @@ class SupervisedConsumer:
         self._partitions, self._replication = partitions, replication
         self._fetch_max_wait_ms = fetch_max_wait_ms
         self._max_records = max_records
+        # The event types the handler acts on; others pass by without being validated.
+        self._types = types
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
@@ -368,7 +371,10 @@ class SupervisedConsumer:
     async def _decode(self, record: ConsumerRecord) -> tuple[_Outcome, CloudEvent[Any] | None]:
         m = self._metrics
         try:
-            return _Outcome.DONE, decode_event(record.value)
+            return _Outcome.DONE, decode_event(record.value, only=self._types)
+        except NotWanted:
+            m.consumed.labels(m.service, record.topic, "skipped").inc()
+            return _Outcome.DONE, None
         except UnknownEventType as exc:
             log.info("skipping %s@%s: %s", record.topic, record.offset, exc)
             m.consumed.labels(m.service, record.topic, "skipped").inc()

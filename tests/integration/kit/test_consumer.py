@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -339,6 +340,40 @@ async def test_poison_and_failing_messages_go_to_the_dlq_and_the_consumer_goes_o
     assert failed["original_topic"] == topic.encode()
     assert handler.calls[str(good[3].subject)] == 3  # tried max_attempts times
     assert sum(handler.calls.values()) == 4 + 3
+
+
+async def test_types_not_handled_pass_by_unvalidated_and_counted_as_skipped(
+    kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """A consumer told its types validates only those: an ``ircc.amended`` it does not handle,
+    even one whose payload is broken, is counted as skipped, never dead-lettered."""
+    topic = f"{topic_prefix}absch.ircc.v1"
+    await _topics(kafka_bootstrap, topic)
+    wanted = [_event(n) for n in range(1, 4)]
+    broken = json.loads(_event(9).to_json_bytes())
+    broken["type"], broken["data"] = "ircc.amended", {"uid": 42}
+    values = [e.to_json_bytes() for e in wanted] + [json.dumps(broken).encode()]
+    await _produce(kafka_bootstrap, topic, [(0, v) for v in values])
+
+    metrics = _metrics()
+    handler = _Recorder()
+    async with _running(
+        kafka_bootstrap,
+        topic,
+        f"{topic_prefix}g",
+        metrics,
+        handler=handler,
+        types=frozenset({"ircc.published"}),
+    ):
+        await eventually(lambda: len(handler.seen) == 3, what="3 wanted events handled")
+        await eventually(
+            lambda: (
+                _sample(metrics, "absch_events_consumed_total", topic=topic, outcome="skipped") == 1
+            ),
+            what="the other type skipped",
+        )
+    assert sorted(handler.seen) == sorted(str(e.subject) for e in wanted)
+    assert _sample(metrics, "absch_dlq_messages_total", topic=topic) == 0
 
 
 async def test_committed_offsets_mean_a_restart_does_not_redeliver(

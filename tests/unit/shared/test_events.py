@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from shared.events import CATALOG, DecodeError, UnknownEventType, decode_event, new_event
 from shared.events.catalog import EventSpec
+from shared.events.codec import NotWanted
 from shared.events.envelope import EventData
 from shared.events.models import DiscrepancyEvent, IrccEvent
 from shared.events.topics import Topic, all_topics, dlq_name, topic_name
@@ -108,6 +109,15 @@ def test_unknown_type_is_distinguished_from_garbage() -> None:
     wire["type"] = "ircc.teleported"
     with pytest.raises(UnknownEventType):
         decode_event(json.dumps(wire))
+
+
+def test_a_type_outside_only_is_not_validated() -> None:
+    wire = json.loads(_ircc_event().to_json_bytes())
+    wire["data"] = {"uid": 42}  # invalid, but never looked at
+    with pytest.raises(NotWanted):
+        decode_event(json.dumps(wire), only=frozenset({"cpc.published"}))
+    with pytest.raises(DecodeError, match=r"invalid ircc\.published"):
+        decode_event(json.dumps(wire), only=frozenset({"ircc.published"}))
 
 
 def test_newer_schema_version_than_known_is_refused() -> None:
