@@ -42,7 +42,6 @@ from email.utils import formatdate, parseaddr
 from typing import Any
 
 from sqlalchemy import Table, Update, bindparam, case, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifier.adapters.smtp import PermanentFailure, TemporaryFailure
 from services.notifier.adapters.tables import DeliveryRow, OutboxRow
@@ -50,7 +49,7 @@ from services.notifier.context import NotifierContext
 from shared.events import CloudEvent, Topic, dlq_name, new_event
 from shared.events.models import NotificationOutcome
 from shared.kit.failures import is_transient
-from shared.kit.outbox import stage
+from shared.kit.outbox import outbox_values, stage_many
 
 log = logging.getLogger(__name__)
 
@@ -443,6 +442,7 @@ class DeliveryWorker:
                         )
                     )
                 )
+            staged: list[dict[str, Any]] = []  # outcome events, in the wave's order
             for row, outcome in outcomes:
                 if row.id not in recorded:
                     log.warning(
@@ -453,9 +453,10 @@ class DeliveryWorker:
                         row.status,
                     )
                 elif outcome == "notification.failed":
-                    self._fail(session, row)
+                    self._fail(staged, row)
                 elif outcome is not None:
-                    self._outcome(session, row, outcome)
+                    self._outcome(staged, row, outcome)
+            await stage_many(session, OutboxRow, staged)
         return recorded
 
     def _write_statement(self) -> Update:
@@ -498,13 +499,14 @@ class DeliveryWorker:
         left = (_aware(next_due) - now).total_seconds()
         return min(self._idle, max(left, 0.01))
 
-    def _fail(self, session: AsyncSession, row: DeliveryRow) -> None:
+    def _fail(self, staged: list[dict[str, Any]], row: DeliveryRow) -> None:
         ctx = self._ctx
         ctx.metrics.failed.labels(row.template).inc()
-        event = self._outcome(session, row, "notification.failed")
+        event = self._outcome(staged, row, "notification.failed")
         # The DLQ keeps the failed outcome, whose payload names event, address and reason.
         dead = event.model_copy(update={"id": f"dlq-{event.id}"})
-        stage(session, OutboxRow, dlq_name(ctx.topic(Topic.NOTIFICATION)), dead, key=row.recipient)
+        topic = dlq_name(ctx.topic(Topic.NOTIFICATION))
+        staged.append(outbox_values(topic, dead, key=row.recipient))
         log.warning(
             "delivery %s to %s failed after %s attempts: %s",
             row.id,
@@ -513,7 +515,9 @@ class DeliveryWorker:
             row.last_error,
         )
 
-    def _outcome(self, session: AsyncSession, row: DeliveryRow, event_type: str) -> CloudEvent[Any]:
+    def _outcome(
+        self, staged: list[dict[str, Any]], row: DeliveryRow, event_type: str
+    ) -> CloudEvent[Any]:
         ctx = self._ctx
         data = NotificationOutcome(
             event_id=row.event_id,
@@ -524,5 +528,5 @@ class DeliveryWorker:
             error=row.last_error,
         )
         event = new_event(event_type, source="notifier", subject=row.subject, data=data)
-        stage(session, OutboxRow, ctx.topic(Topic.NOTIFICATION), event, key=row.subject)
+        staged.append(outbox_values(ctx.topic(Topic.NOTIFICATION), event, key=row.subject))
         return event

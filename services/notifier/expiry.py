@@ -96,9 +96,11 @@ async def _notify(ctx: NotifierContext, identifier: str) -> int:
             record=row.body,
             labels=labels(ctx, domain.reference_ids(row.body.get("absCNA"))),
         )
-        created = add_deliveries(session, job, recipients, context, known=known, now=ctx.clock())
-        row.expiry_notice_sent = True
         try:
+            created = await add_deliveries(
+                session, job, recipients, context, known=known, now=ctx.clock()
+            )
+            row.expiry_notice_sent = True
             await session.commit()
         except IntegrityError:  # another instance queued the same notice first
             await session.rollback()

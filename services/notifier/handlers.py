@@ -17,9 +17,9 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -56,7 +56,7 @@ class MailJob:
         return cls(event.id, event.type, event.subject, template)
 
 
-def add_deliveries(
+async def add_deliveries(
     session: AsyncSession,
     job: MailJob,
     recipients: Iterable[domain.Recipient],
@@ -65,8 +65,9 @@ def add_deliveries(
     known: set[str],
     now: datetime,
 ) -> int:
-    """Add one rendered, pending delivery per address not in ``known``; caller commits."""
-    created = 0
+    """Insert one rendered, pending delivery per address not in ``known``, in one statement
+    of the caller's transaction (a concurrent duplicate raises ``IntegrityError`` here)."""
+    rows: list[dict[str, Any]] = []
     rendered: dict[str, RenderedMail] = {}  # the mail depends on the language, not the address
     for r in recipients:
         if r.address in known:
@@ -74,31 +75,32 @@ def add_deliveries(
         mail = rendered.get(r.language)
         if mail is None:
             mail = rendered[r.language] = render(job.template, r.language, context)
-        session.add(
-            DeliveryRow(
-                event_id=job.event_id,
-                event_type=job.event_type,
-                subject=job.subject,
-                recipient=r.address,
-                role=r.role,
-                government=r.government,
-                template=job.template,
-                language=r.language,
-                mail_subject=mail.subject,
-                text_body=mail.text,
-                html_body=mail.html,
-                status="pending",
-                attempts=0,
-                next_attempt_at=now,
-                created_at=now,
-            )
+        rows.append(
+            {
+                "event_id": job.event_id,
+                "event_type": job.event_type,
+                "subject": job.subject,
+                "recipient": r.address,
+                "role": r.role,
+                "government": r.government,
+                "template": job.template,
+                "language": r.language,
+                "mail_subject": mail.subject,
+                "text_body": mail.text,
+                "html_body": mail.html,
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
         )
         known.add(r.address)
-        created += 1
-    return created
+    if rows:
+        await session.execute(insert(cast(Table, DeliveryRow.__table__)), rows)
+    return len(rows)
 
 
-def enqueue_in(
+async def enqueue_in(
     ctx: NotifierContext,
     session: AsyncSession,
     job: MailJob,
@@ -110,7 +112,7 @@ def enqueue_in(
     """Add one pending delivery per new address and mark the event processed, in the
     caller's transaction; returns how many deliveries were new."""
     now = ctx.clock()
-    created = add_deliveries(session, job, recipients, context, known=known, now=now)
+    created = await add_deliveries(session, job, recipients, context, known=known, now=now)
     session.add(
         ProcessedEvent(
             event_id=job.event_id, event_type=job.event_type, deliveries=created, processed_at=now
@@ -141,8 +143,8 @@ async def enqueue(
         known = await known_recipients(session, job.event_id)
         if known is None:
             return 0
-        created = enqueue_in(ctx, session, job, recipients, context, known=known)
         try:
+            created = await enqueue_in(ctx, session, job, recipients, context, known=known)
             await session.commit()
         except IntegrityError:  # a concurrent run won the race: nothing to add
             await session.rollback()
@@ -396,7 +398,7 @@ async def settle(
         # Processed all the same (waiting would not make anyone appear), but never silently.
         ctx.metrics.nobody.labels(spec.kind).inc()
         log.warning("%s %s (%s): nobody to mail", event.type, event.id, event.subject)
-    enqueue_in(ctx, session, job, recipients, context, known=known)
+    await enqueue_in(ctx, session, job, recipients, context, known=known)
     return True
 
 

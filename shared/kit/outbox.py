@@ -65,19 +65,31 @@ class OutboxMixin:
     )
 
 
+def outbox_values(topic: str, event: CloudEvent[Any], *, key: str) -> dict[str, Any]:
+    """The columns of one outbox row."""
+    return {
+        "event_id": event.id,
+        "topic": topic,
+        "key": key,
+        "payload": event.model_dump_json(),
+        "created_at": datetime.now(UTC),
+    }
+
+
 def stage(
     session: AsyncSession, row_cls: type[Any], topic: str, event: CloudEvent[Any], *, key: str
 ) -> None:
-    """Add an event to the outbox in the caller's transaction."""
-    session.add(
-        row_cls(
-            event_id=event.id,
-            topic=topic,
-            key=key,
-            payload=event.model_dump_json(),
-            created_at=datetime.now(UTC),
-        )
-    )
+    """Add an event to the outbox in the caller's transaction (written at its flush)."""
+    session.add(row_cls(**outbox_values(topic, event, key=key)))
+
+
+async def stage_many(
+    session: AsyncSession, row_cls: type[Any], rows: list[dict[str, Any]]
+) -> None:
+    """Insert :func:`outbox_values` rows now, in one statement and in their order (past the
+    unit of work: flush first when rows added with :func:`stage` must come before)."""
+    if rows:
+        await session.execute(insert(row_cls.__table__), rows)
 
 
 def dead_table(row_cls: type[Any], metadata: MetaData | None = None) -> Table:
