@@ -3,7 +3,8 @@
 # prometheus/promtool (scrape config, alert rules), kcat (reading topics by hand),
 # chromium (the dashboard test loads the page in a real headless browser), postgresql
 # (initdb/pg_ctl under /usr/lib/postgresql/*/bin: private clusters for the fault tests),
-# npm for axe-core (the dashboard's accessibility check runs it in that browser).
+# npm for axe-core (the dashboard's accessibility check runs it in that browser), wrk (the
+# load of `make bench`'s intake benchmark, which falls back to a slower httpx load without it).
 # Installs what is missing when running as root; otherwise says what to install.
 set -euo pipefail
 need=()
@@ -13,6 +14,7 @@ command -v kcat >/dev/null 2>&1 || need+=(kcat)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || need+=(postgresql)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
 root=no
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then root=yes; fi
 if [ ${#need[@]} -gt 0 ]; then
