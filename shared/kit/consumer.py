@@ -43,6 +43,8 @@ from shared.metrics import PlumbingMetrics
 
 log = logging.getLogger(__name__)
 
+PROGRESS_COMMIT_SECONDS = 1.0  # Kafka commits of a consumer whose offsets the database holds
+
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
@@ -702,7 +704,10 @@ class SupervisedConsumer:
         if self._commit_failures:
             log.info("offset commits of group %s work again", self.group_id)
         self._commit_failures = 0
-        self._next_commit = 0.0
+        # With the offsets in the database, a Kafka commit only shows progress: one a second
+        # is enough (a poll round each time cost an OffsetCommit round trip).
+        stored = self._tx_handler is not None and self._offsets is not None
+        self._next_commit = time.monotonic() + PROGRESS_COMMIT_SECONDS if stored else 0.0
         for tp, n in offsets.items():
             if self._pending.get(tp) == n:
                 del self._pending[tp]
