@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import String, cast, select
+from sqlalchemy import String, Table, cast, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from services.checkpoint.adapters.tables import (
@@ -31,7 +31,7 @@ from shared.auth import Principal
 from shared.events import CloudEvent, Topic, new_event
 from shared.events.models import CpcPublished
 from shared.kit.directory import DirectoryView
-from shared.kit.outbox import stage
+from shared.kit.outbox import outbox_values, stage_many
 from shared.records import AbsCheckpointCommunique, parse_record, record_errors
 from shared.uid import BadReference, format_uid, parse_reference
 
@@ -118,12 +118,12 @@ class _Submission:
     correlation_id: str | None
 
 
-def _published_event(sub: _Submission, row: CommuniqueRow) -> CloudEvent[Any]:
+def _published_event(sub: _Submission, uid: str, document_id: int) -> CloudEvent[Any]:
     data = CpcPublished(
-        uid=row.uid,
-        identifier=row.identifier,
-        document_id=row.document_id,
-        revision=row.revision,
+        uid=uid,
+        identifier=sub.record["header"]["identifier"],
+        document_id=document_id,
+        revision=1,
         government=sub.government,
         checkpoints=sub.checkpoints,
         submitted_by=sub.principal.id,
@@ -132,48 +132,62 @@ def _published_event(sub: _Submission, row: CommuniqueRow) -> CloudEvent[Any]:
     return new_event(
         "cpc.published",
         source="checkpoint",
-        subject=row.uid,
+        subject=uid,
         data=data,
         correlation_id=sub.correlation_id,
     )
 
 
+_COMMUNIQUES: Table = CommuniqueRow.__table__  # type: ignore[assignment]
+_KEYS: Table = IdempotencyRow.__table__  # type: ignore[assignment]
+
+
 async def _store(ctx: CheckpointContext, sub: _Submission) -> str:
-    """Insert the communiqué, its ``cpc.published`` event and the idempotency key at once.
+    """Insert the communiqué, its ``cpc.published`` event and the idempotency key at once
+    (Core statements: no unit of work to flush for one request's three rows).
 
     Raises ``IntegrityError`` when the identifier or the key was taken meanwhile.
     """
     async with ctx.sessions() as session:
         _check_cited(ctx.directory, sub.government, sub.checkpoints)
-        row = CommuniqueRow(
-            identifier=sub.record["header"]["identifier"],
-            government=sub.government,
-            revision=1,
-            uid="",
-            body=sub.record,
-            submitted_by=sub.principal.id,
-            ircc_ids=[
-                parse_reference(r["identifier"])[0] for r in sub.record.get("absIRCCs") or []
-            ],
-            created_at=ctx.clock(),
+        now = ctx.clock()
+        inserted = await session.execute(
+            insert(_COMMUNIQUES)
+            .values(
+                identifier=sub.record["header"]["identifier"],
+                government=sub.government,
+                revision=1,
+                uid="",  # the documentID it is made of is assigned by this insert
+                body=sub.record,
+                submitted_by=sub.principal.id,
+                ircc_ids=[
+                    parse_reference(r["identifier"])[0] for r in sub.record.get("absIRCCs") or []
+                ],
+                created_at=now,
+            )
+            .returning(_COMMUNIQUES.c.document_id)
         )
-        session.add(row)
-        await session.flush()  # assigns the documentID the UID is made of
-        row.uid = format_uid(CPC_SCHEMA, sub.government, row.document_id, row.revision)
-        key = format_uid(CPC_SCHEMA, sub.government, row.document_id)
-        stage(session, OutboxRow, ctx.topic(Topic.CPC), _published_event(sub, row), key=key)
+        document_id = int(inserted.scalar_one())
+        uid = format_uid(CPC_SCHEMA, sub.government, document_id, 1)
+        await session.execute(
+            update(_COMMUNIQUES).where(_COMMUNIQUES.c.document_id == document_id).values(uid=uid)
+        )
+        key = format_uid(CPC_SCHEMA, sub.government, document_id)
+        topic = ctx.topic(Topic.CPC)
+        event = _published_event(sub, uid, document_id)
+        await stage_many(session, OutboxRow, [outbox_values(topic, event, key=key)])
         if sub.idempotency_key:
-            session.add(
-                IdempotencyRow(
+            await session.execute(
+                insert(_KEYS).values(
                     principal=sub.principal.id,
                     key=sub.idempotency_key,
                     body_hash=sub.digest,
-                    uid=row.uid,
-                    created_at=ctx.clock(),
+                    uid=uid,
+                    created_at=now,
                 )
             )
         await session.commit()
-        return row.uid
+        return uid
 
 
 async def submit(
