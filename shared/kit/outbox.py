@@ -83,9 +83,7 @@ def stage(
     session.add(row_cls(**outbox_values(topic, event, key=key)))
 
 
-async def stage_many(
-    session: AsyncSession, row_cls: type[Any], rows: list[dict[str, Any]]
-) -> None:
+async def stage_many(session: AsyncSession, row_cls: type[Any], rows: list[dict[str, Any]]) -> None:
     """Insert :func:`outbox_values` rows now, in one statement and in their order (past the
     unit of work: flush first when rows added with :func:`stage` must come before)."""
     if rows:
