@@ -26,10 +26,9 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Table, insert
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.util import await_only
@@ -45,7 +44,7 @@ from shared.events import CloudEvent, Topic, topic_name
 from shared.events.models import CpcPublished, IrccEvent
 from shared.kit.consumer import Delivery, Tx
 from shared.kit.failures import is_transient
-from shared.kit.outbox import OutboxRelay, stage
+from shared.kit.outbox import OutboxRelay, outbox_values, stage, stage_many
 from shared.uid import UidError, parse_uid
 
 log = logging.getLogger(__name__)
@@ -337,9 +336,8 @@ class MonitorWorker:
                             session, out, key, rows.get(key), [], None, outbox=outbox
                         )
                 retired += [*plan.old_keys.values(), str(old_cpc_key)]
-        if outbox:
-            # One executemany, in staging order (the relay sends by id).
-            await session.execute(insert(cast(Table, OutboxRow.__table__)), outbox)
+        # One executemany, in staging order (the relay sends by id).
+        await stage_many(session, OutboxRow, outbox)
         await apply_finding_events(session, events)
         await store.retire_cpcs(session, prevs, retired)
         await session.flush()  # the next group's reads see this one's rows
@@ -574,15 +572,7 @@ class MonitorWorker:
             if outbox is None:
                 stage(session, OutboxRow, self._topic, event, key=event.data.id)
             else:
-                outbox.append(
-                    {
-                        "event_id": event.id,
-                        "topic": self._topic,
-                        "key": event.data.id,
-                        "payload": event.model_dump_json(),
-                        "created_at": datetime.now(UTC),
-                    }
-                )
+                outbox.append(outbox_values(self._topic, event, key=event.data.id))
         out += [("flagged", r) for r in change.flagged] + [("cleared", r) for r in change.cleared]
         moved = row is None and bool(carried)
         stored = change.stored if change.events or moved else None
