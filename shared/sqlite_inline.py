@@ -22,6 +22,7 @@ What a thread did for us, and how it is kept:
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from collections.abc import Callable
@@ -34,6 +35,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import await_only
 
 BUSY_WAIT_SECONDS = 30.0  # as long as the busy timeout of a threaded connection
+WARN_AFTER_SECONDS = 1.0
+
+log = logging.getLogger(__name__)
 _FIRST_PAUSE, _LONGEST_PAUSE = 0.001, 0.1
 
 
@@ -44,6 +48,7 @@ class InlineConnection(aiosqlite.Connection):
 
     async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         deadline: float | None = None
+        warn_at: float | None = None
         pause = _FIRST_PAUSE
         while True:
             if not self._running or not self._connection:
@@ -55,9 +60,18 @@ class InlineConnection(aiosqlite.Connection):
                     raise  # BUSY_SNAPSHOT and the like: waiting would not help
                 now = time.monotonic()
                 if deadline is None:
-                    deadline = now + BUSY_WAIT_SECONDS
+                    deadline, warn_at = now + BUSY_WAIT_SECONDS, now + WARN_AFTER_SECONDS
                 elif now >= deadline:
+                    log.error(
+                        "SQLite lock still held by another process after %.0fs", BUSY_WAIT_SECONDS
+                    )
                     raise
+                elif warn_at is not None and now >= warn_at:
+                    warn_at = None  # once per statement: a long wait is visible while it lasts
+                    log.warning(
+                        "waiting %.0fs so far for a SQLite lock held by another process",
+                        WARN_AFTER_SECONDS,
+                    )
             InlineConnection.busy_retries += 1
             await asyncio.sleep(pause)
             pause = min(pause * 2, _LONGEST_PAUSE)

@@ -7,6 +7,7 @@ once with "database is locked"; queued by ``shared.db.queue_writers``, none does
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from threading import get_ident
 from typing import Any
@@ -94,9 +95,12 @@ async def test_a_writer_that_fails_gives_the_turn_back(engine: AsyncEngine) -> N
     assert await _rows(engine) == [(2, 0)]
 
 
-async def test_a_lock_held_elsewhere_is_waited_for_in_the_loop(tmp_path: Path) -> None:
+async def test_a_lock_held_elsewhere_is_waited_for_in_the_loop(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Two engines on one file stand for two processes: the second writer waits for the
-    first's lock without stalling the loop (a ticker keeps running), then commits."""
+    first's lock without stalling the loop (a ticker keeps running), says so in the log
+    once the wait passes a second, then commits."""
     url = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
     first, second = create_engine(url), create_engine(url)
     try:
@@ -127,6 +131,12 @@ async def test_a_lock_held_elsewhere_is_waited_for_in_the_loop(tmp_path: Path) -
         await eventually(lambda: InlineConnection.busy_retries > retries + 3, what="retries")
         ticks_while_waiting = ticks
         await eventually(lambda: ticks > ticks_while_waiting + 3, what="loop still turning")
+        assert not waiting.done()
+        with caplog.at_level(logging.WARNING, logger="shared.sqlite_inline"):
+            await eventually(
+                lambda: any("SQLite lock" in r.getMessage() for r in caplog.records),
+                what="a warning about the wait",
+            )
         assert not waiting.done()
         release.set()
         await asyncio.wait_for(asyncio.gather(waiting, *tasks), timeout=20)
