@@ -43,12 +43,17 @@ async def connect_producer(
     *,
     partitions: int,
     replication: int,
+    create: bool = True,
 ) -> None:
-    """Create topics and connect, retrying in the background so an API never waits."""
+    """Create topics (when ``create``) and connect, retrying in the background so an API
+    never waits."""
     delay = 0.2
     while True:
         try:
-            await ensure_topics(bootstrap, names, partitions=partitions, replication=replication)
+            if create:
+                await ensure_topics(
+                    bootstrap, names, partitions=partitions, replication=replication
+                )
             await producer.start()
             return
         except Exception as exc:  # broker down: outboxes keep everything meanwhile

@@ -163,6 +163,7 @@ class Kit:
             offsets=self.offsets if tx_handlers is not None and not broadcast else None,
             partitions=s.kafka_partitions,
             replication=s.kafka_replication,
+            create_topics=s.kafka_create_topics,
             fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
             broadcast=broadcast,
             types=frozenset(handlers if handlers is not None else tx_handlers or ()),
@@ -265,6 +266,7 @@ class Kit:
                     all_topics(s.kafka_topic_prefix),
                     partitions=s.kafka_partitions,
                     replication=s.kafka_replication,
+                    create=s.kafka_create_topics,
                 ),
                 name="producer-connect",
             )

@@ -105,6 +105,7 @@ class SupervisedConsumer:
         session_timeout_ms: int = 6_000,
         partitions: int = 4,
         replication: int = 1,
+        create_topics: bool = True,
         fetch_max_wait_ms: int = 500,
         max_records: int = 500,
         broadcast: bool = False,
@@ -134,6 +135,7 @@ class SupervisedConsumer:
         self._retry_max = retry_max_seconds
         self._session_timeout_ms = session_timeout_ms
         self._partitions, self._replication = partitions, replication
+        self._create_topics = create_topics
         self._fetch_max_wait_ms = fetch_max_wait_ms
         self._max_records = max_records
         # The event types the handler acts on; others pass by without being validated.
@@ -265,12 +267,13 @@ class SupervisedConsumer:
         """Connect, then poll and handle until stopping; any error ends the session."""
         consumer = self._new_consumer()
         try:
-            await ensure_topics(
-                self._bootstrap,
-                self.topics + [dlq_name(t) for t in self.topics],
-                partitions=self._partitions,
-                replication=self._replication,
-            )
+            if self._create_topics:
+                await ensure_topics(
+                    self._bootstrap,
+                    self.topics + [dlq_name(t) for t in self.topics],
+                    partitions=self._partitions,
+                    replication=self._replication,
+                )
             await consumer.start()
             if self.broadcast:
                 # Assigned, not subscribed: without a group, a subscription made while a

@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaClient
+from aiokafka.errors import KafkaConnectionError
+from aiokafka.protocol.metadata import MetadataRequest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -237,11 +239,24 @@ class Readiness:
 
     async def _metadata(self) -> set[str]:
         if self._client is None:
-            client = AIOKafkaClient(bootstrap_servers=self._bootstrap, request_timeout_ms=3_000)
+            # Bootstrap learns the brokers without listing topics; a long metadata age keeps
+            # the client's background refresh (every topic) out of the probe's connection.
+            client = AIOKafkaClient(
+                bootstrap_servers=self._bootstrap,
+                request_timeout_ms=3_000,
+                metadata_max_age_ms=24 * 3600 * 1000,
+            )
             await client.bootstrap()
             self._client = client
-        metadata = await self._client.fetch_all_metadata()
-        return set(metadata.topics())
+        # Only this service's topics: a cluster with thousands of topics answers a
+        # request for all of them slowly, and the probe's deadline is short.
+        node = self._client.get_random_node()
+        if node is None:
+            raise KafkaConnectionError("no broker known")
+        request = MetadataRequest(self._topics, allow_auto_topic_creation=False)
+        response = await self._client.send(node, request)
+        # Every version's topic entry begins (error_code, name, ...).
+        return {entry[1] for entry in response.topics if entry[0] == 0}
 
     async def _close_client(self) -> None:
         client, self._client = self._client, None

@@ -16,12 +16,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from aiokafka.admin import AIOKafkaAdminClient
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import DeclarativeBase
 
-from shared.events import CloudEvent, Topic, new_event
+from shared.events import CloudEvent, Topic, all_topics, new_event
 from shared.events.models import IrccEvent
+from shared.kafka.admin import ensure_topics
 from shared.kit.assemble import Kit
 from shared.kit.consumer import Delivery
 from shared.kit.outbox import OutboxMixin, dead_table, stage
@@ -130,6 +132,37 @@ async def test_the_broker_check_fails_while_the_broker_is_frozen_and_passes_afte
             assert _ready_gauge(kit, "broker") == 1
     finally:
         broker.stop()
+
+
+async def test_the_broker_check_asks_for_its_own_topics_and_never_creates_them(
+    kafka_bootstrap: str, topic_prefix: str, db_url: DbFactory
+) -> None:
+    kit = _kit(await db_url("svc"), kafka_bootstrap, topic_prefix, kafka_create_topics=False)
+    kit.consumer("views", [Topic.IRCC], handlers={})
+    ours = all_topics(topic_prefix)
+    async with _running(kit):
+        await eventually(
+            lambda: "missing topics" in kit.readiness.details().get("broker", ""),
+            what="the broker check names the missing topics",
+        )
+        assert ours[0] in kit.readiness.details()["broker"]
+        assert _ready_gauge(kit, "broker") == 0
+        for _ in range(3):
+            await kit.readiness.evaluate()
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            created = {t for t in await admin.list_topics() if t.startswith(topic_prefix)}
+        finally:
+            await admin.close()
+        # Neither the probe nor the kit created any; a consumer's subscription asks the
+        # broker to create its own topic, which the embedded broker does (Kafka clients
+        # offer no way out: a managed cluster turns auto-creation off).
+        assert created <= {kit.topic(Topic.IRCC)}, created
+
+        await ensure_topics(kafka_bootstrap, ours, partitions=2)
+        await eventually(lambda: _passes(kit, "broker"), what="the broker check passes")
+        assert kit.readiness.details()["broker"] == "answers"
 
 
 async def test_a_consumer_stuck_in_its_handler_fails_its_check(
