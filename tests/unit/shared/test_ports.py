@@ -32,7 +32,7 @@ def test_workers_draw_from_disjoint_slices(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_a_port_in_use_is_passed_over(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ports.random, "randrange", lambda width: 0)
+    monkeypatch.setattr("tools.ports.random.randrange", lambda width: 0)
     monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw7")
     width = (ports._ephemeral_low() - ports._LOWEST) // ports._SLOTS
     start = ports._LOWEST + 7 * width
