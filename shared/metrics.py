@@ -10,15 +10,44 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from shared.sqlite_inline import InlineConnection
 
 log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _SqliteLockWaits(Collector):
+    """Waits for a SQLite lock held by another process (a second service or a CLI on the
+    same file): a rising rate means writers queue behind each other."""
+
+    def __init__(self, service: str) -> None:
+        self._service = service
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        waits = CounterMetricFamily(
+            "absch_sqlite_lock_waits",
+            "Statements that found the SQLite file locked by another process and waited",
+            labels=["service"],
+        )
+        waits.add_metric([self._service], InlineConnection.busy_retries)
+        seconds = CounterMetricFamily(
+            "absch_sqlite_lock_wait_seconds",
+            "Time spent waiting for SQLite locks held by another process",
+            labels=["service"],
+        )
+        seconds.add_metric([self._service], InlineConnection.busy_wait_seconds)
+        yield waits
+        yield seconds
 
 
 class PlumbingMetrics:
@@ -120,6 +149,7 @@ class PlumbingMetrics:
             ["service", "task"],
             registry=registry,
         )
+        registry.register(_SqliteLockWaits(service))
         self.ready = Gauge(
             "absch_ready",
             "1 when a readiness check passes, 0 when it fails (as last evaluated)",

@@ -44,7 +44,10 @@ _FIRST_PAUSE, _LONGEST_PAUSE = 0.001, 0.1
 class InlineConnection(aiosqlite.Connection):
     """An aiosqlite connection whose calls run on the loop's thread."""
 
-    busy_retries = 0  # class-wide: how often any call met a lock held by another process
+    # Class-wide (a process runs one service): exported as absch_sqlite_lock_waits_total
+    # and absch_sqlite_lock_wait_seconds_total.
+    busy_retries = 0  # how often a call met a lock held by another process
+    busy_wait_seconds = 0.0  # time spent waiting for such locks
 
     async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         deadline: float | None = None
@@ -74,6 +77,7 @@ class InlineConnection(aiosqlite.Connection):
                     )
             InlineConnection.busy_retries += 1
             await asyncio.sleep(pause)
+            InlineConnection.busy_wait_seconds += time.monotonic() - now
             pause = min(pause * 2, _LONGEST_PAUSE)
 
 

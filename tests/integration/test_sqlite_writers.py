@@ -13,10 +13,12 @@ from threading import get_ident
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import create_engine
+from shared.metrics import PlumbingMetrics
 from shared.sqlite_inline import InlineConnection
 from tests.support.poll import eventually
 
@@ -124,11 +126,20 @@ async def test_a_lock_held_elsewhere_is_waited_for_in_the_loop(
             async with second.begin() as conn:
                 await conn.execute(text("INSERT INTO t (writer) VALUES (2)"))
 
-        retries = InlineConnection.busy_retries
+        registry = PlumbingMetrics(CollectorRegistry(), "svc").registry
+
+        def exported(name: str) -> float:
+            return registry.get_sample_value(name, {"service": "svc"}) or 0.0
+
+        retries = exported("absch_sqlite_lock_waits_total")
+        waited = exported("absch_sqlite_lock_wait_seconds_total")
         tasks = [asyncio.create_task(c) for c in (ticker(), holder())]
         await eventually(lambda: ticks > 0, what="ticker running")
         waiting = asyncio.create_task(waiter())
-        await eventually(lambda: InlineConnection.busy_retries > retries + 3, what="retries")
+        await eventually(
+            lambda: exported("absch_sqlite_lock_waits_total") > retries + 3,
+            what="the waits counted on /metrics",
+        )
         ticks_while_waiting = ticks
         await eventually(lambda: ticks > ticks_while_waiting + 3, what="loop still turning")
         assert not waiting.done()
@@ -138,6 +149,7 @@ async def test_a_lock_held_elsewhere_is_waited_for_in_the_loop(
                 what="a warning about the wait",
             )
         assert not waiting.done()
+        assert exported("absch_sqlite_lock_wait_seconds_total") - waited >= 0.9
         release.set()
         await asyncio.wait_for(asyncio.gather(waiting, *tasks), timeout=20)
         assert await _rows_of(second) == [1, 2]
