@@ -11,6 +11,7 @@ from shared.events import new_event, topic_name
 from shared.events.models import IrccEvent
 from tests.support.kafka import TopicReader
 from tests.support.monitor import active_findings, running_monitor
+from tests.support.poll import eventually
 from tests.support.workload import Workload, build
 
 FAST: dict[str, Any] = {"unknown_grace_seconds": 3600.0, "recheck_interval_seconds": 0.5}
@@ -35,16 +36,20 @@ async def test_two_workers_give_the_same_results_as_one(
         single = await _converge(kafka_bootstrap, one, expected)
 
     two = "t2w-" + tmp_path.name[-8:] + "."
-    await workload.produce(kafka_bootstrap, two, seed=2)  # another arrival order
     shared_db = await db_url("m2")
     async with (
         running_monitor(kafka=kafka_bootstrap, prefix=two, db=shared_db, **FAST) as (_, app_a),
         running_monitor(kafka=kafka_bootstrap, prefix=two, db=shared_db, **FAST) as (_, app_b),
     ):
+
+        def split() -> list[Any] | None:
+            owned = [app.state.checking.assignment() for app in (app_a, app_b)]
+            return owned if all(owned) else None
+
+        # Both in the group before the first event, so the work is really shared.
+        owned = await eventually(split, timeout=60, what="both workers hold input partitions")
+        await workload.produce(kafka_bootstrap, two, seed=2)  # another arrival order
         pair = await _converge(kafka_bootstrap, two, expected)
-        owned = [app.state.checking.assignment() for app in (app_a, app_b)]
-    assert owned[0], f"worker a holds input partitions: {owned}"
-    assert owned[1], f"worker b holds input partitions: {owned}"
     assert not owned[0] & owned[1]
     assert active_findings(single.events) == active_findings(pair.events) == expected
 
