@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, insert, null, select, union_all
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -113,23 +113,32 @@ async def enqueue_in(
     caller's transaction; returns how many deliveries were new."""
     now = ctx.clock()
     created = await add_deliveries(session, job, recipients, context, known=known, now=now)
-    session.add(
-        ProcessedEvent(
-            event_id=job.event_id, event_type=job.event_type, deliveries=created, processed_at=now
-        )
-    )
+    await mark_processed(session, job.event_id, job.event_type, created, now)
     ctx.metrics.queued.labels(job.template).inc(created)
     return created
 
 
+async def mark_processed(
+    session: AsyncSession, event_id: str, event_type: str, deliveries: int, now: datetime
+) -> None:
+    """Record in the caller's transaction that the event's deliveries exist."""
+    await session.execute(
+        insert(cast(Table, ProcessedEvent.__table__)).values(
+            event_id=event_id, event_type=event_type, deliveries=deliveries, processed_at=now
+        )
+    )
+
+
 async def known_recipients(session: AsyncSession, event_id: str) -> set[str] | None:
     """Addresses already queued for an event; None when the event was processed whole."""
-    if await session.get(ProcessedEvent, event_id) is not None:
+    # One query: the processed mark (recipient NULL) and any queued addresses. Rows from
+    # before processed_events existed still count: one mail per pair, ever.
+    processed = select(null().label("recipient")).where(ProcessedEvent.event_id == event_id)
+    queued = select(DeliveryRow.recipient).where(DeliveryRow.event_id == event_id)
+    recipients = list(await session.scalars(union_all(processed, queued)))
+    if None in recipients:
         return None
-    # Rows from before processed_events existed still count: one mail per pair, ever.
-    return set(
-        await session.scalars(select(DeliveryRow.recipient).where(DeliveryRow.event_id == event_id))
-    )
+    return set(recipients)
 
 
 async def enqueue(
@@ -372,11 +381,7 @@ async def settle(
         await ctx.projection.apply_in(session, event)
     if not getattr(event.data, "notify", True):
         # A revision mirrored without --notify: its source mails (the record is still known).
-        session.add(
-            ProcessedEvent(
-                event_id=event.id, event_type=event.type, deliveries=0, processed_at=ctx.clock()
-            )
-        )
+        await mark_processed(session, event.id, event.type, 0, ctx.clock())
         return True
     missing = spec.missing(ctx, event)
     # Country-wide recipients (a government's NFPs and CNAs) can't be listed one by one:
@@ -413,11 +418,10 @@ def mail_handler(
             return
         session = tx.session
         key = delivery.key or event.subject
-        if await parking.is_parked(session, event.id):
+        this_waits, key_waits = await parking.parked(session, event.id, key)
+        if this_waits:
             return  # a copy of an event that already waits
-        if await parking.is_parked_key(session, key) or not await settle(
-            ctx, session, event, False
-        ):
+        if key_waits or not await settle(ctx, session, event, False):
             missing = spec.missing(ctx, event)
             parking.park(session, event, key, missing)
             ctx.metrics.parked_total.labels(spec.kind).inc()

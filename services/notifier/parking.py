@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import case, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -35,16 +35,18 @@ log = logging.getLogger(__name__)
 Settle = Callable[[AsyncSession, CloudEvent[Any], bool], Awaitable[bool]]
 
 
-async def is_parked_key(session: AsyncSession, key: str) -> bool:
-    """True when an earlier event with this key waits (later ones must wait behind it)."""
-    found = await session.scalar(select(ParkedEvent.id).where(ParkedEvent.key == key).limit(1))
-    return found is not None
-
-
-async def is_parked(session: AsyncSession, event_id: str) -> bool:
-    """True when this very event already waits (a redelivered copy adds nothing)."""
-    found = await session.scalar(select(ParkedEvent.id).where(ParkedEvent.event_id == event_id))
-    return found is not None
+async def parked(session: AsyncSession, event_id: str, key: str) -> tuple[bool, bool]:
+    """(this very event already waits, some event with this key waits), in one query: a
+    redelivered copy adds nothing, and later events of a key must wait behind it."""
+    this = func.max(case((ParkedEvent.event_id == event_id, 1), else_=0))
+    row = (
+        await session.execute(
+            select(this, func.count()).where(
+                or_(ParkedEvent.key == key, ParkedEvent.event_id == event_id)
+            )
+        )
+    ).one()
+    return bool(row[0]), bool(row[1])
 
 
 def park(session: AsyncSession, event: CloudEvent[Any], key: str, missing: list[str]) -> None:
