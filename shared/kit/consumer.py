@@ -316,15 +316,15 @@ class SupervisedConsumer:
         self.last_poll = time.monotonic()
         m = self._metrics
         m.consumer_last_poll.labels(m.service, self.group_id).set(round_start)
-        for tp, records in batches.items():
-            if tp in self._paused or not records:
-                continue
-            if self._tx_handler is not None:
-                await self._process_tx(consumer, tp, records)
-            else:
+        if self._tx_handler is not None:
+            await self._process_tx_round(consumer, batches)
+        else:
+            for tp, records in batches.items():
+                if tp in self._paused or not records:
+                    continue
                 await self._process_plain(consumer, tp, records)
-            if self._stopping.is_set():
-                break
+                if self._stopping.is_set():
+                    break
         await self._commit(consumer)
         for topic in await self._update_lag(consumer):
             self.caught_up_at[topic] = round_start
@@ -497,9 +497,46 @@ class SupervisedConsumer:
 
     # -- transactional (exactly-once effects) handling ----------------------------------
 
-    async def _process_tx(
-        self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[ConsumerRecord]
+    async def _process_tx_round(
+        self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]
     ) -> None:
+        """One poll's partitions in one transaction (statements batch across them); if
+        that fails, partition by partition, each with its own failure handling."""
+        ready: list[tuple[TopicPartition, list[ConsumerRecord], list[_Item]]] = []
+        for tp, records in batches.items():
+            if tp in self._paused or not records:
+                continue
+            prepared = await self._prepare_tx(consumer, tp, records)
+            if prepared is not None:
+                ready.append((tp, prepared[0], prepared[1]))
+        if len(ready) > 1 and not self._stopping.is_set():
+            start = time.perf_counter()
+            try:
+                await self._commit_many([(tp, items) for tp, _, items in ready])
+            except Exception as exc:
+                log.info(
+                    "poll batch over %s partitions failed as one, now partition by "
+                    "partition: %s: %s",
+                    len(ready),
+                    type(exc).__name__,
+                    exc,
+                )
+            else:
+                elapsed = time.perf_counter() - start
+                total = sum(len(items) for _, _, items in ready)
+                for tp, records, items in ready:
+                    self._committed_tx(consumer, tp, records, items, elapsed * len(items) / total)
+                return
+        for tp, records, items in ready:
+            await self._finish_tx(consumer, tp, records, items)
+            if self._stopping.is_set():
+                break
+
+    async def _prepare_tx(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[ConsumerRecord]
+    ) -> tuple[list[ConsumerRecord], list[_Item]] | None:
+        """The records still to handle and their decoded items; None when there are none
+        (the partition may have been paused)."""
         assert self._sessions is not None
         try:
             records = await self._align(consumer, tp, records)
@@ -508,9 +545,9 @@ class SupervisedConsumer:
                 raise
             self._transient(tp, records[0], exc)
             self._pause(consumer, tp, records[0].offset)
-            return
+            return None
         if not records:
-            return
+            return None
         items: list[_Item] = []
         for record in records:
             outcome, event = await self._decode(record)
@@ -519,7 +556,17 @@ class SupervisedConsumer:
             items.append(_Item(record, event))
         if not items:
             self._pause(consumer, tp, records[0].offset)
-            return
+            return None
+        return records, items
+
+    async def _finish_tx(
+        self,
+        consumer: AIOKafkaConsumer,
+        tp: TopicPartition,
+        records: list[ConsumerRecord],
+        items: list[_Item],
+    ) -> None:
+        """Commit one partition's items, handling a failure as that partition's alone."""
         start = time.perf_counter()
         try:
             await self._commit_items(tp, items)
@@ -548,9 +595,19 @@ class SupervisedConsumer:
             )
             await self._one_by_one(consumer, tp, items)
             return
+        self._committed_tx(consumer, tp, records, items, time.perf_counter() - start)
+
+    def _committed_tx(
+        self,
+        consumer: AIOKafkaConsumer,
+        tp: TopicPartition,
+        records: list[ConsumerRecord],
+        items: list[_Item],
+        seconds: float,
+    ) -> None:
         handled = sum(1 for i in items if i.event is not None)
         if handled:
-            self._ok(tp.topic, time.perf_counter() - start, handled)
+            self._ok(tp.topic, seconds, handled)
         self._backoff.pop(tp, None)
         if len(items) < len(records):  # the DLQ was unreachable for the next one
             self._pause(consumer, tp, records[len(items)].offset)
@@ -598,35 +655,44 @@ class SupervisedConsumer:
         return []
 
     async def _commit_items(self, tp: TopicPartition, items: list[_Item]) -> None:
+        await self._commit_many([(tp, items)])
+
+    async def _commit_many(self, parts: list[tuple[TopicPartition, list[_Item]]]) -> None:
+        """Handle the items of one or more partitions and store their next offsets, in one
+        transaction."""
         assert self._sessions is not None
         assert self._tx_handler is not None
         tx_handler = self._tx_handler
-        next_offset = items[-1].record.offset + 1
+        nexts = {tp: items[-1].record.offset + 1 for tp, items in parts}
         async with self._sessions() as session, session.begin():
-            # The offset first: a write, so SQLite takes its write lock before any read (no
+            # The offsets first: a write, so SQLite takes its write lock before any read (no
             # stale snapshot to upgrade later), and on PostgreSQL a second member of the
-            # group waits here instead of doing the work twice.
+            # group waits here instead of doing the work twice. In partition order, so
+            # two transactions lock them in the same order.
             if self._offsets is not None:
-                await store.store_offset(
-                    session,
-                    self._offsets,
-                    self.group_id,
-                    tp.topic,
-                    tp.partition,
-                    expected=self._db_next.get(tp),
-                    next_offset=next_offset,
-                )
+                for tp in sorted(nexts, key=lambda t: (t.topic, t.partition)):
+                    await store.store_offset(
+                        session,
+                        self._offsets,
+                        self.group_id,
+                        tp.topic,
+                        tp.partition,
+                        expected=self._db_next.get(tp),
+                        next_offset=nexts[tp],
+                    )
             tx = Tx(session)
-            for item in items:
-                if item.event is None:
-                    continue
-                token = correlation_id.set(item.event.correlationid)
-                try:
-                    await tx_handler(tx, item.event, self._delivery(item.record))
-                finally:
-                    correlation_id.reset(token)
-        self._db_next[tp] = next_offset
-        self._pending[tp] = next_offset
+            for _, items in parts:
+                for item in items:
+                    if item.event is None:
+                        continue
+                    token = correlation_id.set(item.event.correlationid)
+                    try:
+                        await tx_handler(tx, item.event, self._delivery(item.record))
+                    finally:
+                        correlation_id.reset(token)
+        for tp, next_offset in nexts.items():
+            self._db_next[tp] = next_offset
+            self._pending[tp] = next_offset
         for hook in tx.hooks:
             try:
                 hook()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import json
 import time
 from collections import Counter
@@ -714,3 +715,36 @@ async def test_a_transactional_handler_failing_for_good_dead_letters_only_that_e
     assert headers["attempts"] == b"3"
     assert headers["original_partition"] == b"1"
     assert headers["original_offset"] == b"3"
+
+
+async def test_the_partitions_of_one_poll_commit_in_one_transaction(
+    kafka_bootstrap: str, topic_prefix: str, db_url: DbFactory
+) -> None:
+    """Statements batch across partitions: the events of both partitions, waiting before
+    the consumer starts, are handled in one transaction, with both offsets stored."""
+    topic = f"{topic_prefix}absch.ircc.v1"
+    group = f"{topic_prefix}one-tx"
+    await _topics(kafka_bootstrap, topic)
+    events = [_event(n) for n in range(1, 13)]
+    await _produce_events(kafka_bootstrap, topic, [(n % 2, e) for n, e in enumerate(events)])
+    metrics = _metrics()
+    async with _database(db_url) as db:
+        recorder = _TxRecorder(db)
+        partitions_of: dict[int, set[int]] = {}
+        sessions = itertools.count()
+
+        async def handler(tx: Tx, event: CloudEvent[Any], delivery: Delivery) -> None:
+            session = tx.session.info.setdefault("test_session", next(sessions))
+            partitions_of.setdefault(session, set()).add(delivery.partition)
+            await recorder(tx, event, delivery)
+
+        options: dict[str, Any] = {"sessions": db.sessions, "offsets": db.offsets}
+        async with _running(kafka_bootstrap, topic, group, metrics, tx_handler=handler, **options):
+
+            async def all_handled() -> bool:
+                return await db.rows() == len(events)
+
+            await eventually(all_handled, what="every event handled")
+        assert any(parts == {0, 1} for parts in partitions_of.values()), partitions_of
+        assert await db.stored_offsets(group, topic) == {(topic, 0): 6, (topic, 1): 6}
+        assert await db.distinct_events() == len(events)
