@@ -63,11 +63,23 @@ def counted(months: dict[str, dict[str, Any]] | None) -> int:
 async def until_exact(ws: list[AnalyticsWorker], w: Workload, timeout: float = 90) -> None:
     """Poll until the windowed counts equal the pure recount."""
     expected = w.months()
+    last: dict[str, dict[str, Any]] | None = None
 
     async def exact() -> bool:
-        return await counts(ws) == expected
+        nonlocal last
+        last = await counts(ws)
+        return last == expected
 
-    await eventually(exact, timeout=timeout, what="counts equal to the recount")
+    try:
+        await eventually(exact, timeout=timeout, what="counts equal to the recount")
+    except AssertionError as exc:
+        # Short (still counting, or lost) and over (counted twice) are different failures.
+        got = last or {}
+        differ = sorted(k for k in expected.keys() | got.keys() if got.get(k) != expected.get(k))
+        raise AssertionError(
+            f"{exc}: counted {counted(got)} of {counted(expected)} citations; months that "
+            f"differ: {[(k, got.get(k), expected.get(k)) for k in differ[:3]]}"
+        ) from None
 
 
 def distinct(events: list[CloudEvent[Any]], kind: str) -> dict[str, CloudEvent[Any]]:
