@@ -503,7 +503,9 @@ class SupervisedConsumer:
         """One poll's partitions in one transaction (statements batch across them); if
         that fails, partition by partition, each with its own failure handling."""
         ready: list[tuple[TopicPartition, list[ConsumerRecord], list[_Item]]] = []
-        for tp, records in batches.items():
+        # Partition order, not the poll's: instances reading the same partitions (broadcast)
+        # then take row locks in the same order instead of deadlocking each other.
+        for tp, records in sorted(batches.items(), key=lambda b: (b[0].topic, b[0].partition)):
             if tp in self._paused or not records:
                 continue
             prepared = await self._prepare_tx(consumer, tp, records)
