@@ -505,7 +505,8 @@ class SupervisedConsumer:
         ready: list[tuple[TopicPartition, list[ConsumerRecord], list[_Item]]] = []
         # Partition order, not the poll's: instances reading the same partitions (broadcast)
         # then take row locks in the same order instead of deadlocking each other.
-        for tp, records in sorted(batches.items(), key=lambda b: (b[0].topic, b[0].partition)):
+        for tp in sorted(batches):  # a TopicPartition sorts as (topic, partition)
+            records = batches[tp]
             if tp in self._paused or not records:
                 continue
             prepared = await self._prepare_tx(consumer, tp, records)
@@ -672,7 +673,7 @@ class SupervisedConsumer:
             # group waits here instead of doing the work twice. In partition order, so
             # two transactions lock them in the same order.
             if self._offsets is not None:
-                for tp in sorted(nexts, key=lambda t: (t.topic, t.partition)):
+                for tp in sorted(nexts):
                     await store.store_offset(
                         session,
                         self._offsets,
