@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import String, Table, cast, insert, select, update
+from sqlalchemy import String, Table, bindparam, cast, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from services.checkpoint.adapters.tables import (
@@ -140,6 +140,14 @@ def _published_event(sub: _Submission, uid: str, document_id: int) -> CloudEvent
 
 _COMMUNIQUES: Table = CommuniqueRow.__table__  # type: ignore[assignment]
 _KEYS: Table = IdempotencyRow.__table__  # type: ignore[assignment]
+# Built once: building a statement costs more than running it.
+_INSERT_COMMUNIQUE = insert(_COMMUNIQUES).returning(_COMMUNIQUES.c.document_id)
+_SET_UID = (
+    update(_COMMUNIQUES)
+    .where(_COMMUNIQUES.c.document_id == bindparam("b_document_id"))
+    .values(uid=bindparam("uid"))
+)
+_INSERT_KEY = insert(_KEYS)
 
 
 async def _store(ctx: CheckpointContext, sub: _Submission) -> str:
@@ -152,39 +160,37 @@ async def _store(ctx: CheckpointContext, sub: _Submission) -> str:
         _check_cited(ctx.directory, sub.government, sub.checkpoints)
         now = ctx.clock()
         inserted = await session.execute(
-            insert(_COMMUNIQUES)
-            .values(
-                identifier=sub.record["header"]["identifier"],
-                government=sub.government,
-                revision=1,
-                uid="",  # the documentID it is made of is assigned by this insert
-                body=sub.record,
-                submitted_by=sub.principal.id,
-                ircc_ids=[
+            _INSERT_COMMUNIQUE,
+            {
+                "identifier": sub.record["header"]["identifier"],
+                "government": sub.government,
+                "revision": 1,
+                "uid": "",  # the documentID it is made of is assigned by this insert
+                "body": sub.record,
+                "submitted_by": sub.principal.id,
+                "ircc_ids": [
                     parse_reference(r["identifier"])[0] for r in sub.record.get("absIRCCs") or []
                 ],
-                created_at=now,
-            )
-            .returning(_COMMUNIQUES.c.document_id)
+                "created_at": now,
+            },
         )
         document_id = int(inserted.scalar_one())
         uid = format_uid(CPC_SCHEMA, sub.government, document_id, 1)
-        await session.execute(
-            update(_COMMUNIQUES).where(_COMMUNIQUES.c.document_id == document_id).values(uid=uid)
-        )
+        await session.execute(_SET_UID, {"b_document_id": document_id, "uid": uid})
         key = format_uid(CPC_SCHEMA, sub.government, document_id)
         topic = ctx.topic(Topic.CPC)
         event = _published_event(sub, uid, document_id)
         await stage_many(session, OutboxRow, [outbox_values(topic, event, key=key)])
         if sub.idempotency_key:
             await session.execute(
-                insert(_KEYS).values(
-                    principal=sub.principal.id,
-                    key=sub.idempotency_key,
-                    body_hash=sub.digest,
-                    uid=uid,
-                    created_at=now,
-                )
+                _INSERT_KEY,
+                {
+                    "principal": sub.principal.id,
+                    "key": sub.idempotency_key,
+                    "body_hash": sub.digest,
+                    "uid": uid,
+                    "created_at": now,
+                },
             )
         await session.commit()
         return uid

@@ -41,6 +41,7 @@ from email.utils import formatdate, parseaddr
 from typing import Any
 
 from sqlalchemy import Table, Update, bindparam, case, func, or_, select, update
+from sqlalchemy.sql.elements import BindParameter
 
 from services.notifier.adapters.smtp import PermanentFailure, TemporaryFailure
 from services.notifier.adapters.tables import DeliveryRow, OutboxRow
@@ -183,6 +184,39 @@ def reply_code(exc: TemporaryFailure) -> int | None:
     return int(match.group(1)) if match else None
 
 
+_NOW: BindParameter[datetime] = bindparam("now", type_=_DELIVERIES.c.next_attempt_at.type)
+# Claimable: not claimed, or the claim ran out.
+_FREE = or_(DeliveryRow.claimed_until.is_(None), DeliveryRow.claimed_until < _NOW)
+# Backlog gauges and the next retry due; built once, like every statement run per round.
+_BACKLOG = select(
+    func.count(),
+    func.min(DeliveryRow.created_at),
+    func.min(case((_FREE, DeliveryRow.next_attempt_at))),
+).where(DeliveryRow.status == "pending")
+
+
+class _Claims:
+    """A worker's claim statements, built once (building one costs more than running it).
+
+    Parameters: ``now``, ``until`` (the claim's end) and ``ids`` (expanding)."""
+
+    def __init__(self, batch: int, worker_id: str) -> None:
+        due = (
+            select(DeliveryRow.id)
+            .where(DeliveryRow.status == "pending", DeliveryRow.next_attempt_at <= _NOW, _FREE)
+            .order_by(DeliveryRow.id)
+            .limit(batch)
+        )
+        claim = update(DeliveryRow).values(claimed_by=worker_id, claimed_until=bindparam("until"))
+        ids: BindParameter[list[int]] = bindparam("ids", expanding=True)
+        self.lock_due = due.with_for_update(skip_locked=True)  # PostgreSQL
+        self.take = claim.where(DeliveryRow.id.in_(ids))
+        self.take_due = claim.where(  # SQLite: one conditional update
+            DeliveryRow.id.in_(due), DeliveryRow.status == "pending", _FREE
+        ).returning(DeliveryRow.id)
+        self.load = select(DeliveryRow).where(DeliveryRow.id.in_(ids)).order_by(DeliveryRow.id)
+
+
 def _aware(moment: datetime) -> datetime:
     """SQLite hands back naive UTC."""
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
@@ -215,6 +249,7 @@ class DeliveryWorker:
         self._smtp_error: str | None = None
         self._hold_until: datetime | None = None  # no sends before this while unreachable
         self._write = self._write_statement()
+        self._claims = _Claims(batch, self.worker_id)
 
     async def smtp_ready(self) -> tuple[bool, str]:
         """Readiness: the SMTP server answered the last attempt to reach it."""
@@ -308,32 +343,19 @@ class DeliveryWorker:
         more than once and claim several batches.) SQLite has no row locks but one writer:
         a single conditional ``UPDATE`` takes the write lock first, so no other claim can
         slip in between its reading and its writing."""
-        free = or_(DeliveryRow.claimed_until.is_(None), DeliveryRow.claimed_until < now)
-        due = (
-            select(DeliveryRow.id)
-            .where(DeliveryRow.status == "pending", DeliveryRow.next_attempt_at <= now, free)
-            .order_by(DeliveryRow.id)
-            .limit(self._batch)
-        )
-        claim = update(DeliveryRow).values(
-            claimed_by=self.worker_id, claimed_until=now + self._claim
-        )
+        claim = self._claims
+        params = {"now": now, "until": now + self._claim}
         async with self._ctx.sessions.begin() as session:
             if session.get_bind().dialect.name == "postgresql":
-                ids = list((await session.scalars(due.with_for_update(skip_locked=True))).all())
+                ids = list((await session.scalars(claim.lock_due, params)).all())
                 if not ids:
                     return []
-                await session.execute(claim.where(DeliveryRow.id.in_(ids)))
+                await session.execute(claim.take, params | {"ids": ids})
             else:
-                conditional = claim.where(
-                    DeliveryRow.id.in_(due), DeliveryRow.status == "pending", free
-                ).returning(DeliveryRow.id)
-                ids = list((await session.scalars(conditional)).all())
+                ids = list((await session.scalars(claim.take_due, params)).all())
                 if not ids:
                     return []
-            rows = await session.scalars(
-                select(DeliveryRow).where(DeliveryRow.id.in_(ids)).order_by(DeliveryRow.id)
-            )
+            rows = await session.scalars(claim.load, {"ids": ids})
             claimed = list(rows.all())
             session.expunge_all()  # detached: changes to them are written by _record only
         log.debug("%s claimed %d deliveries", self.worker_id, len(claimed))
@@ -513,17 +535,8 @@ class DeliveryWorker:
         """Set the backlog gauges and how long to rest before the next round."""
         ctx = self._ctx
         now = ctx.clock()
-        free = or_(DeliveryRow.claimed_until.is_(None), DeliveryRow.claimed_until < now)
         async with ctx.sessions() as session:
-            pending, oldest, next_due = (
-                await session.execute(
-                    select(
-                        func.count(),
-                        func.min(DeliveryRow.created_at),
-                        func.min(case((free, DeliveryRow.next_attempt_at))),
-                    ).where(DeliveryRow.status == "pending")
-                )
-            ).one()
+            pending, oldest, next_due = (await session.execute(_BACKLOG, {"now": now})).one()
         ctx.metrics.pending.set(pending or 0)
         age = (now - _aware(oldest)).total_seconds() if oldest is not None else 0.0
         ctx.metrics.oldest_pending.set(max(age, 0.0))

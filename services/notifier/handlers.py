@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, null, select, union_all
+from sqlalchemy import CompoundSelect, Table, bindparam, insert, null, select, union_all
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -96,7 +96,7 @@ async def add_deliveries(
         )
         known.add(r.address)
     if rows:
-        await session.execute(insert(cast(Table, DeliveryRow.__table__)), rows)
+        await session.execute(_INSERT_DELIVERIES, rows)
     return len(rows)
 
 
@@ -118,24 +118,35 @@ async def enqueue_in(
     return created
 
 
+# Statements run per event, built once: building one costs more than running it.
+_INSERT_DELIVERIES = insert(cast(Table, DeliveryRow.__table__))
+_MARK_PROCESSED = insert(cast(Table, ProcessedEvent.__table__))
+# The processed mark (recipient NULL) and any queued addresses, in one query. Rows from
+# before processed_events existed still count: one mail per pair, ever.
+_KNOWN: CompoundSelect[Any] = union_all(
+    select(null().label("recipient")).where(ProcessedEvent.event_id == bindparam("event_id")),
+    select(DeliveryRow.recipient).where(DeliveryRow.event_id == bindparam("event_id")),
+)
+
+
 async def mark_processed(
     session: AsyncSession, event_id: str, event_type: str, deliveries: int, now: datetime
 ) -> None:
     """Record in the caller's transaction that the event's deliveries exist."""
     await session.execute(
-        insert(cast(Table, ProcessedEvent.__table__)).values(
-            event_id=event_id, event_type=event_type, deliveries=deliveries, processed_at=now
-        )
+        _MARK_PROCESSED,
+        {
+            "event_id": event_id,
+            "event_type": event_type,
+            "deliveries": deliveries,
+            "processed_at": now,
+        },
     )
 
 
 async def known_recipients(session: AsyncSession, event_id: str) -> set[str] | None:
     """Addresses already queued for an event; None when the event was processed whole."""
-    # One query: the processed mark (recipient NULL) and any queued addresses. Rows from
-    # before processed_events existed still count: one mail per pair, ever.
-    processed = select(null().label("recipient")).where(ProcessedEvent.event_id == event_id)
-    queued = select(DeliveryRow.recipient).where(DeliveryRow.event_id == event_id)
-    recipients = list(await session.scalars(union_all(processed, queued)))
+    recipients = list(await session.scalars(_KNOWN, {"event_id": event_id}))
     if None in recipients:
         return None
     return set(recipients)

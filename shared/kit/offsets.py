@@ -8,7 +8,22 @@ group briefly hold the same partition, the second commit matches nothing and rol
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, insert, select, update
+from functools import cache
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Insert,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Update,
+    bindparam,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -49,6 +64,24 @@ async def read_offsets(
     return {(t, p): int(n) for t, p, n in rows if (t, p) in wanted}
 
 
+@cache
+def _store_statements(table: Table) -> tuple[Insert, Update]:
+    """The two statements of :func:`store_offset`, built once per table: building one costs
+    more than running it."""
+    first = insert(table)
+    move = (
+        update(table)
+        .where(
+            table.c.group_id == bindparam("b_group"),
+            table.c.topic == bindparam("b_topic"),
+            table.c.partition == bindparam("b_partition"),
+            table.c.next_offset == bindparam("b_expected"),
+        )
+        .values(next_offset=bindparam("b_next"))
+    )
+    return first, move
+
+
 async def store_offset(
     session: AsyncSession,
     table: Table,
@@ -61,25 +94,30 @@ async def store_offset(
 ) -> None:
     """Move the offset from ``expected`` (None: no row yet) to ``next_offset``, or raise
     :class:`StaleOffset` when someone else moved it meanwhile."""
+    first, move = _store_statements(table)
     if expected is None:
         try:
             await session.execute(
-                insert(table).values(
-                    group_id=group, topic=topic, partition=partition, next_offset=next_offset
-                )
+                first,
+                {
+                    "group_id": group,
+                    "topic": topic,
+                    "partition": partition,
+                    "next_offset": next_offset,
+                },
             )
         except IntegrityError as exc:
             raise StaleOffset(f"{topic}[{partition}] was stored meanwhile") from exc
         return
     result = await session.execute(
-        update(table)
-        .where(
-            table.c.group_id == group,
-            table.c.topic == topic,
-            table.c.partition == partition,
-            table.c.next_offset == expected,
-        )
-        .values(next_offset=next_offset)
+        move,
+        {
+            "b_group": group,
+            "b_topic": topic,
+            "b_partition": partition,
+            "b_expected": expected,
+            "b_next": next_offset,
+        },
     )
     if getattr(result, "rowcount", 1) != 1:
         raise StaleOffset(f"{topic}[{partition}] moved from {expected}")

@@ -20,17 +20,20 @@ import logging
 import time
 import zlib
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Insert,
     Integer,
     MetaData,
     String,
     Table,
     Text,
+    bindparam,
     delete,
     func,
     insert,
@@ -87,7 +90,13 @@ async def stage_many(session: AsyncSession, row_cls: type[Any], rows: list[dict[
     """Insert :func:`outbox_values` rows now, in one statement and in their order (past the
     unit of work: flush first when rows added with :func:`stage` must come before)."""
     if rows:
-        await session.execute(insert(row_cls.__table__), rows)
+        await session.execute(_insert(row_cls.__table__), rows)
+
+
+@cache
+def _insert(table: Table) -> Insert:
+    """An outbox's insert, built once (its cache key is then computed once too)."""
+    return insert(table)
 
 
 def dead_table(row_cls: type[Any], metadata: MetaData | None = None) -> Table:
@@ -144,6 +153,28 @@ class OutboxRelay:
         self._emptied = False  # the last round read every unsent row (fewer than a batch)
         metrics.outbox_failures.labels(metrics.service)  # exists from the start
         metrics.outbox_oldest_age.labels(metrics.service).set(0)
+        # Built once: building a statement costs more than running it.
+        table = row_cls.__table__
+        unsent = table.c.sent_at.is_(None)
+        self._pending = (
+            select(
+                table.c.id,
+                table.c.event_id,
+                table.c.topic,
+                table.c.key,
+                table.c.payload,
+                table.c.created_at,
+            )
+            .where(unsent)
+            .order_by(table.c.id)
+            .limit(batch_size)
+        )
+        self._mark_sent = (
+            update(table)
+            .where(table.c.id.in_(bindparam("ids", expanding=True)))
+            .values(sent_at=bindparam("now"))
+        )
+        self._backlog = select(func.count(), func.min(table.c.created_at)).where(unsent)
 
     def wake(self) -> None:
         """Ask for a publishing round now (call after committing staged events)."""
@@ -194,13 +225,7 @@ class OutboxRelay:
     async def measure(self) -> None:
         """Read backlog and oldest age from the table and export them."""
         async with self._sessions() as session:
-            count, oldest = (
-                await session.execute(
-                    select(func.count(), func.min(self._row.created_at)).where(
-                        self._row.sent_at.is_(None)
-                    )
-                )
-            ).one()
+            count, oldest = (await session.execute(self._backlog)).one()
         self._report(int(count or 0), oldest if count else None)
 
     def _report(self, backlog: int, oldest: datetime | None) -> None:
@@ -229,23 +254,8 @@ class OutboxRelay:
         async with self._sessions() as session, session.begin():
             if not await self._lease(session):
                 return 0
-            table = self._row
             # Plain rows, not ORM objects: nothing here is changed through the unit of work.
-            rows = (
-                await session.execute(
-                    select(
-                        table.id,
-                        table.event_id,
-                        table.topic,
-                        table.key,
-                        table.payload,
-                        table.created_at,
-                    )
-                    .where(table.sent_at.is_(None))
-                    .order_by(table.id)
-                    .limit(self._batch)
-                )
-            ).all()
+            rows = (await session.execute(self._pending)).all()
             if not rows:
                 self._emptied = True
                 return 0
@@ -266,9 +276,7 @@ class OutboxRelay:
                         failure = error
             if sent:
                 await session.execute(
-                    update(self._row)
-                    .where(self._row.id.in_([r.id for r in sent]))
-                    .values(sent_at=datetime.now(UTC))
+                    self._mark_sent, {"ids": [r.id for r in sent], "now": datetime.now(UTC)}
                 )
         if failure is not None and not done:
             raise failure
