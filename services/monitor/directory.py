@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import Table, select
+from sqlalchemy import Select, Table, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.monitor.domain import CheckpointState
@@ -45,9 +45,21 @@ class Checkpoints:
     """Checkpoint states by identifier, for the rules; listeners hear of real changes."""
 
     def __init__(self, table: Table | None = None) -> None:
-        self._table = table
         self._states: dict[str, CheckpointState] = {}
         self.listeners: list[Listener] = []
+        # Built once (building costs more than running it); ``ids`` expands to the list.
+        self._states_of: Select[Any] | None = None
+        if table is not None:
+            t = table
+            self._states_of = (
+                select(t.c.identifier, t.c.government, t.c.published)
+                .where(
+                    t.c.identifier.in_(bindparam("ids", expanding=True)),
+                    t.c.schema_name == CHECKPOINT_SCHEMA,
+                )
+                .order_by(t.c.identifier)
+                .with_for_update(read=True)
+            )
 
     async def states_in(
         self, session: AsyncSession, cpc: dict[str, Any]
@@ -59,15 +71,9 @@ class Checkpoints:
         then re-checks this CPC. Memory alone could be a moment behind another instance's.
         """
         cited = cited_checkpoints(cpc)
-        if self._table is None or not cited:
+        if self._states_of is None or not cited:
             return {i: s for i, s in self._states.items() if i in cited}
-        t = self._table
-        rows = await session.execute(
-            select(t.c.identifier, t.c.government, t.c.published)
-            .where(t.c.identifier.in_(sorted(set(cited))), t.c.schema_name == CHECKPOINT_SCHEMA)
-            .order_by(t.c.identifier)
-            .with_for_update(read=True)
-        )
+        rows = await session.execute(self._states_of, {"ids": sorted(set(cited))})
         return {
             ident: CheckpointState(ident, gov or "", bool(published))
             for ident, gov, published in rows
@@ -79,16 +85,10 @@ class Checkpoints:
         """:meth:`states_in` for many CPCs, read (and share-locked) in one query."""
         cited = [cited_checkpoints(cpc) for cpc in cpcs]
         wanted = sorted({i for c in cited for i in c})
-        if self._table is None or not wanted:
+        if self._states_of is None or not wanted:
             known = self._states
         else:
-            t = self._table
-            rows = await session.execute(
-                select(t.c.identifier, t.c.government, t.c.published)
-                .where(t.c.identifier.in_(wanted), t.c.schema_name == CHECKPOINT_SCHEMA)
-                .order_by(t.c.identifier)
-                .with_for_update(read=True)
-            )
+            rows = await session.execute(self._states_of, {"ids": wanted})
             known = {
                 ident: CheckpointState(ident, gov or "", bool(published))
                 for ident, gov, published in rows

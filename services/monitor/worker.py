@@ -24,13 +24,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 from sqlalchemy.util import await_only
 
 from services.monitor import evaluation as ev
@@ -57,8 +58,20 @@ _BATCH_KEY = "monitor.cpc_batch"  # in ``session.info``: the CPCs deferred to th
 class _CpcBatch:
     """CPC events deferred in one consumer transaction, and what they flagged/cleared."""
 
+    flush: Callable[[], Awaitable[None]]  # checks the deferred CPCs in the session
     items: list[tuple[CpcPublished, datetime]] = field(default_factory=list)
     out: list[tuple[str, str]] = field(default_factory=list)
+
+
+@sa_event.listens_for(Session, "before_commit")
+def _flush_deferred(session: Session) -> None:
+    """Check a transaction's deferred CPCs before it commits. One listener for every
+    session, not one per transaction: adding a listener to a session costs more than a
+    CPC's check. It runs inside the commit's greenlet, so the async flush can be awaited;
+    an error here rolls the batch back like a handler's would."""
+    batch: _CpcBatch | None = session.info.get(_BATCH_KEY)
+    if batch is not None and batch.items:
+        await_only(batch.flush())
 
 
 @dataclass
@@ -168,16 +181,9 @@ class MonitorWorker:
         """Keep a CPC for the batch check of this transaction."""
         batch: _CpcBatch | None = tx.session.info.get(_BATCH_KEY)
         if batch is None:
-            batch = _CpcBatch()
-            tx.session.info[_BATCH_KEY] = batch
             session = tx.session
-
-            def before_commit(_sync: Any) -> None:
-                # Runs inside the commit's greenlet, so the async flush can be awaited; an
-                # error here rolls the batch back like a handler's would.
-                await_only(self._flush_cpcs(session))
-
-            sa_event.listen(session.sync_session, "before_commit", before_commit, once=True)
+            batch = _CpcBatch(flush=lambda: self._flush_cpcs(session))
+            tx.session.info[_BATCH_KEY] = batch
             out = batch.out
             tx.after_commit(lambda: self._committed(out))
         batch.items.append((data, received_at))

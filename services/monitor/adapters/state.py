@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from functools import cache
+from typing import Any, cast
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import BindParameter
 
 from services.monitor import evaluation as ev
 from services.monitor.adapters.tables import (
@@ -35,6 +37,70 @@ def _insert(session: AsyncSession, table: Any) -> Any:
     return (pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)(table)
 
 
+_IDS: BindParameter[list[str]] = bindparam("ids", expanding=True)
+
+
+class _Batch:
+    """The batch path's statements for one dialect, built once: building a statement costs
+    more than running it. Lists go in as the expanding parameter ``ids``."""
+
+    def __init__(self, dialect: str) -> None:
+        ins = pg_insert if dialect == "postgresql" else sqlite_insert
+        irccs, communiques = _table(IrccStateRow), _table(CommuniqueRow)
+        cpcs, checkpoints = _table(CpcRow), _table(CpcCheckpointRow)
+        self.insert_irccs = ins(irccs).on_conflict_do_nothing(index_elements=["identifier"])
+        self.lock_irccs = (
+            select(IrccStateRow.identifier, IrccStateRow.state)
+            .where(IrccStateRow.identifier.in_(_IDS))
+            .order_by(IrccStateRow.identifier)
+            .with_for_update()
+        )
+        self.insert_communiques = ins(communiques).on_conflict_do_nothing(
+            index_elements=["communique"]
+        )
+        self.lock_communiques = (
+            select(CommuniqueRow.communique, CommuniqueRow.revision, CommuniqueRow.cpc_uid)
+            .where(CommuniqueRow.communique.in_(_IDS))
+            .order_by(CommuniqueRow.communique)
+            .with_for_update()
+        )
+        self.set_communiques = (
+            update(communiques)
+            .where(CommuniqueRow.communique == bindparam("b_communique"))
+            .values(revision=bindparam("b_revision"), cpc_uid=bindparam("b_cpc_uid"))
+        )
+        self.existing_cpcs = select(CpcRow.cpc_uid).where(CpcRow.cpc_uid.in_(_IDS))
+        # The no-op update row-locks on PostgreSQL and takes the write lock on SQLite.
+        self.touch_cpcs = (
+            update(CpcRow).where(CpcRow.cpc_uid.in_(_IDS)).values(cpc_uid=CpcRow.cpc_uid)
+        )
+        self.read_cpcs = select(CpcRow.cpc_uid, CpcRow.cpc, CpcRow.received_at).where(
+            CpcRow.cpc_uid.in_(_IDS)
+        )
+        self.insert_cpcs = ins(cpcs).on_conflict_do_nothing(index_elements=["cpc_uid"])
+        self.insert_checkpoints = ins(checkpoints).on_conflict_do_nothing(
+            index_elements=["checkpoint", "cpc_uid"]
+        )
+        self.citations_of = select(CitationRow).where(CitationRow.cpc_uid.in_(_IDS))
+        self.insert_citations = ins(_table(CitationRow)).on_conflict_do_nothing(
+            index_elements=["ircc", "cpc_uid"]
+        )
+        self.findings_of = select(FindingsRow).where(FindingsRow.item.in_(_IDS))
+
+
+def _table(row: Any) -> Table:
+    return cast(Table, row.__table__)
+
+
+@cache
+def _batch_for(dialect: str) -> _Batch:
+    return _Batch(dialect)
+
+
+def _batch(session: AsyncSession) -> _Batch:
+    return _batch_for(session.get_bind().dialect.name)
+
+
 def _aware(when: datetime) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)  # SQLite hands back naive UTC
 
@@ -44,19 +110,10 @@ async def lock_irccs(session: AsyncSession, identifiers: Iterable[str]) -> dict[
     idents = sorted(set(identifiers))
     if not idents:
         return {}
+    batch = _batch(session)
     # executemany of one cached statement: a multi-row VALUES is compiled anew per size.
-    await session.execute(
-        _insert(session, IrccStateRow.__table__).on_conflict_do_nothing(
-            index_elements=["identifier"]
-        ),
-        [{"identifier": i, "state": None} for i in idents],
-    )
-    rows = await session.execute(
-        select(IrccStateRow.identifier, IrccStateRow.state)
-        .where(IrccStateRow.identifier.in_(idents))
-        .order_by(IrccStateRow.identifier)
-        .with_for_update()
-    )
+    await session.execute(batch.insert_irccs, [{"identifier": i, "state": None} for i in idents])
+    rows = await session.execute(batch.lock_irccs, {"ids": idents})
     return {ident: ev.state_from_json(state) for ident, state in rows if state}
 
 
@@ -127,18 +184,11 @@ async def lock_communiques(
     keys = sorted(set(communiques))
     if not keys:
         return {}
+    batch = _batch(session)
     await session.execute(
-        _insert(session, CommuniqueRow.__table__).on_conflict_do_nothing(
-            index_elements=["communique"]
-        ),
-        [{"communique": c, "revision": 0, "cpc_uid": ""} for c in keys],
+        batch.insert_communiques, [{"communique": c, "revision": 0, "cpc_uid": ""} for c in keys]
     )
-    rows = await session.execute(
-        select(CommuniqueRow.communique, CommuniqueRow.revision, CommuniqueRow.cpc_uid)
-        .where(CommuniqueRow.communique.in_(keys))
-        .order_by(CommuniqueRow.communique)
-        .with_for_update()
-    )
+    rows = await session.execute(batch.lock_communiques, {"ids": keys})
     return {str(c): (int(rev), str(uid)) for c, rev, uid in rows}
 
 
@@ -147,9 +197,7 @@ async def set_communiques(session: AsyncSession, latest: dict[str, tuple[int, st
     cpc_uid)``, in one executemany."""
     if latest:
         await session.execute(
-            update(CommuniqueRow.__table__)  # type: ignore[arg-type]
-            .where(CommuniqueRow.communique == bindparam("b_communique"))
-            .values(revision=bindparam("b_revision"), cpc_uid=bindparam("b_cpc_uid")),
+            _batch(session).set_communiques,
             [
                 {"b_communique": c, "b_revision": rev, "b_cpc_uid": uid}
                 for c, (rev, uid) in sorted(latest.items())
@@ -162,7 +210,7 @@ async def existing_cpcs(session: AsyncSession, cpc_uids: Iterable[str]) -> set[s
     uids = sorted(set(cpc_uids))
     if not uids:
         return set()
-    return set(await session.scalars(select(CpcRow.cpc_uid).where(CpcRow.cpc_uid.in_(uids))))
+    return set(await session.scalars(_batch(session).existing_cpcs, {"ids": uids}))
 
 
 async def lock_cpcs(session: AsyncSession, cpc_uids: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -170,12 +218,9 @@ async def lock_cpcs(session: AsyncSession, cpc_uids: Iterable[str]) -> dict[str,
     uids = sorted(set(cpc_uids))
     if not uids:
         return {}
-    await session.execute(
-        update(CpcRow).where(CpcRow.cpc_uid.in_(uids)).values(cpc_uid=CpcRow.cpc_uid)
-    )
-    rows = await session.execute(
-        select(CpcRow.cpc_uid, CpcRow.cpc, CpcRow.received_at).where(CpcRow.cpc_uid.in_(uids))
-    )
+    batch = _batch(session)
+    await session.execute(batch.touch_cpcs, {"ids": uids})
+    rows = await session.execute(batch.read_cpcs, {"ids": uids})
     return {
         uid: {"cpc_uid": uid, "cpc": cpc, "received_at": _aware(received)}
         for uid, cpc, received in rows
@@ -186,9 +231,9 @@ async def put_cpcs(session: AsyncSession, cpcs: list[tuple[str, dict[str, Any], 
     """:func:`put_cpc` for many ``(cpc_uid, record, received_at)``, in two statements."""
     if not cpcs:
         return
+    batch = _batch(session)
     await session.execute(
-        _insert(session, CpcRow.__table__).on_conflict_do_nothing(index_elements=["cpc_uid"]),
-        [{"cpc_uid": u, "cpc": r, "received_at": t} for u, r, t in cpcs],
+        batch.insert_cpcs, [{"cpc_uid": u, "cpc": r, "received_at": t} for u, r, t in cpcs]
     )
     pairs = sorted(
         {
@@ -203,10 +248,7 @@ async def put_cpcs(session: AsyncSession, cpcs: list[tuple[str, dict[str, Any], 
     )
     if pairs:
         await session.execute(
-            _insert(session, CpcCheckpointRow.__table__).on_conflict_do_nothing(
-                index_elements=["checkpoint", "cpc_uid"]
-            ),
-            [{"checkpoint": c, "cpc_uid": u} for c, u in pairs],
+            batch.insert_checkpoints, [{"checkpoint": c, "cpc_uid": u} for c, u in pairs]
         )
 
 
@@ -217,7 +259,7 @@ async def citations_by_many(
     uids = sorted(set(cpc_uids))
     out: dict[str, dict[str, ev.Citation]] = {u: {} for u in uids}
     if uids:
-        rows = await session.scalars(select(CitationRow).where(CitationRow.cpc_uid.in_(uids)))
+        rows = await session.scalars(_batch(session).citations_of, {"ids": uids})
         for r in rows:
             out[r.cpc_uid][r.ircc] = ev.Citation(
                 r.cpc_uid, r.cpc, r.reference, _aware(r.received_at)
@@ -231,9 +273,7 @@ async def put_citations_many(
     """:func:`put_citations` for ``(ircc, citation)`` pairs of many CPCs, in one statement."""
     if citations:
         await session.execute(
-            _insert(session, CitationRow.__table__).on_conflict_do_nothing(
-                index_elements=["ircc", "cpc_uid"]
-            ),
+            _batch(session).insert_citations,
             [
                 {
                     "ircc": ircc,
@@ -342,7 +382,7 @@ async def findings_of(session: AsyncSession, items: Iterable[str]) -> dict[str, 
     if not keys:
         return {}
     with session.no_autoflush:  # nothing staged yet concerns these rows
-        rows = await session.scalars(select(FindingsRow).where(FindingsRow.item.in_(keys)))
+        rows = await session.scalars(_batch(session).findings_of, {"ids": keys})
     return {row.item: row for row in rows}
 
 
