@@ -20,7 +20,7 @@ from shared.records.common import LANGUAGES, Language, LongText
 from shared.timestamps import UtcDateTime
 
 
-def get_ctx(request: Request) -> CheckpointContext:
+async def get_ctx(request: Request) -> CheckpointContext:
     """The checkpoint context of this app."""
     ctx: CheckpointContext = request.app.state.ctx
     return ctx

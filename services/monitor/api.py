@@ -19,7 +19,7 @@ from shared.timestamps import UtcDateTime
 DASHBOARD = Path(__file__).with_name("dashboard.html")
 
 
-def get_cases(request: Request) -> CaseStore:
+async def get_cases(request: Request) -> CaseStore:
     """The case store of this app."""
     store: CaseStore = request.app.state.cases
     return store
@@ -116,7 +116,7 @@ async def act(
 OPERATORS = frozenset({Role.ADMIN, Role.OPERATOR})
 
 
-def operator(caller: Caller) -> Principal:
+async def operator(caller: Caller) -> Principal:
     """FastAPI dependency: the caller, if an operator or the Secretariat (403 otherwise)."""
     if caller.role not in OPERATORS:
         raise forbidden("the dashboard is for operators")

@@ -16,7 +16,7 @@ from shared.timestamps import UtcDateTime
 from shared.uid import UidError, parse_uid
 
 
-def get_ctx(request: Request) -> NotifierContext:
+async def get_ctx(request: Request) -> NotifierContext:
     """The notifier context of this app."""
     ctx: NotifierContext = request.app.state.ctx
     return ctx

@@ -64,7 +64,7 @@ from shared.logging import correlation_id
 from shared.uid import MAX_ID
 
 
-def get_ctx(request: Request) -> RegistryContext:
+async def get_ctx(request: Request) -> RegistryContext:
     """The registry context of this app."""
     ctx: RegistryContext = request.app.state.ctx
     return ctx

@@ -49,7 +49,7 @@ class UtilizationPage(BaseModel):
     view: ViewState
 
 
-def get_view(request: Request) -> UtilizationView:
+async def get_view(request: Request) -> UtilizationView:
     """The app's utilization view."""
     view: UtilizationView = request.app.state.utilization
     return view
