@@ -1,0 +1,50 @@
+"""The corrections of faust in ``transport.py`` that need no broker: what the worker is
+built with, and what its consumer thread asks aiokafka for.
+
+The SIGKILL test in ``test_restarts.py`` is what shows them working together.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+
+from services.monitor.analytics.app import build_app
+from services.monitor.analytics.settings import AnalyticsSettings
+from services.monitor.analytics.transport import (
+    FlushingProducer,
+    SeekFirstRecovery,
+    TrueEndConsumer,
+    TrueEndConsumerThread,
+)
+
+
+def test_the_worker_is_built_with_the_corrected_pieces() -> None:
+    app: Any = build_app(AnalyticsSettings())
+    assert isinstance(app.tables.recovery, SeekFirstRecovery)
+    assert app.transport.Consumer is TrueEndConsumer
+    assert isinstance(app.producer, FlushingProducer)
+
+
+async def test_the_consumer_thread_fetches_a_copy_of_the_active_partitions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[Any] = []
+
+    async def getmany(self: Any, active: Any, timeout: float) -> dict[TP, list[Any]]:
+        asked.append(active)
+        return {}
+
+    monkeypatch.setattr(faust_aiokafka.AIOKafkaConsumerThread, "getmany", getmany)
+    thread = object.__new__(TrueEndConsumerThread)
+    live = {TP("t", 0)}
+    await thread.getmany(live, 1.0)
+    live.clear()  # faust pausing partitions while aiokafka waits
+    assert asked == [{TP("t", 0)}]
+    assert asked[0] is not live
+    # Nothing active: no fetch at all (aiokafka would take it for every partition).
+    assert await thread.getmany(set(), 1.0) == {}
+    assert len(asked) == 1
