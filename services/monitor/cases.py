@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.monitor.adapters.tables import CaseRow, DeliveryFailureRow, OutboxRow
@@ -214,6 +214,15 @@ async def apply_finding_event(session: AsyncSession, event: CloudEvent[Any]) -> 
     return _fold_finding_event(session, case, event) is not None
 
 
+# Built once: building a statement costs more than running it.
+_LOCK_CASES = (
+    select(CaseRow)
+    .where(CaseRow.id.in_(bindparam("ids", expanding=True)))
+    .order_by(CaseRow.id)
+    .with_for_update()
+)
+
+
 async def apply_finding_events(session: AsyncSession, events: list[CloudEvent[Any]]) -> None:
     """:func:`apply_finding_event` for many events, in order: their cases are locked and
     read in one query (a batch of CPCs raises many)."""
@@ -226,9 +235,7 @@ async def apply_finding_events(session: AsyncSession, events: list[CloudEvent[An
     )
     if not ids:
         return
-    rows = await session.scalars(
-        select(CaseRow).where(CaseRow.id.in_(ids)).order_by(CaseRow.id).with_for_update()
-    )
+    rows = await session.scalars(_LOCK_CASES, {"ids": ids})
     cases: dict[str, CaseRow] = {row.id: row for row in rows}
     for event in events:
         if event.type in FINDING_EVENTS and isinstance(event.data, DiscrepancyEvent):
