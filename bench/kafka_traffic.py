@@ -15,7 +15,7 @@ async def topic_traffic(
     """Read every topic from the start; count records whose CreateTime is in the window.
 
     The end is found from the Fetch high watermark (``end_offsets`` is short on Tansu, see
-    BROKER.md): reading stops after three empty polls in a row, or after ``limit_s``.
+    docs/broker.md): reading stops after three empty polls in a row, or after ``limit_s``.
     """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,

@@ -223,7 +223,7 @@ class Broker:
             return found
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        # ListOffsets "latest" is short on the embedded broker (BROKER.md), so the end is the
+        # ListOffsets "latest" is short on the embedded broker (docs/broker.md), so the end is the
         # highwater a Fetch response reports; real Kafka gives the same number.
         pending = set(tps)
         loop = asyncio.get_running_loop()
@@ -253,7 +253,7 @@ class Broker:
             producer = AIOKafkaProducer(
                 bootstrap_servers=self.bootstrap,
                 acks="all",
-                enable_idempotence=False,  # the embedded broker lacks it (BROKER.md)
+                enable_idempotence=False,  # the embedded broker lacks it (docs/broker.md)
                 request_timeout_ms=int(CONNECT_TIMEOUT * 1000),
             )
             try:

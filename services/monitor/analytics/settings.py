@@ -14,7 +14,7 @@ class AnalyticsSettings(ServiceSettings):
     """What the faust worker reads from the environment (shared names as in DESIGN.md §7).
 
     The group timings default to what the embedded broker needs to settle a rebalance in
-    seconds (``shared/BROKER.md``); they are valid on Apache Kafka too.
+    seconds (``docs/broker.md``); they are valid on Apache Kafka too.
     """
 
     model_config = SettingsConfigDict(

@@ -3,7 +3,7 @@
 *True changelog ends.* faust recovers a table by reading its changelog partitions up to
 the end offsets it gets from ``AIOKafkaConsumerThread._highwaters`` (ListOffsets
 "latest"). The embedded broker answers that short: the base offset of the newest batch + 1,
-not the high watermark (``shared/BROKER.md``), so recovery stopped before the last updates
+not the high watermark (``docs/broker.md``), so recovery stopped before the last updates
 and lost them. The high watermark a Fetch response carries is right on every broker, so
 this transport reads it: one short-lived consumer without a group fetches from just below
 the listed end of each partition, and the larger of the two numbers is the end. On Apache
