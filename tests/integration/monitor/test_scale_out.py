@@ -19,8 +19,28 @@ FAST: dict[str, Any] = {"unknown_grace_seconds": 3600.0, "recheck_interval_secon
 
 async def _converge(kafka: str, prefix: str, expected: set[str], timeout: float = 120) -> Any:
     async with TopicReader(kafka, topic_name("absch.discrepancy.v1", prefix)) as reader:
-        await reader.read_until(lambda evs: active_findings(evs) == expected, timeout=timeout)
+        try:
+            await reader.read_until(lambda evs: active_findings(evs) == expected, timeout=timeout)
+        except AssertionError:
+            raise AssertionError(_difference(reader, expected)) from None
     return reader
+
+
+def _difference(reader: TopicReader, expected: set[str]) -> str:
+    """Which findings differ, and the events each had (partition@offset, type, time)."""
+    active = active_findings(reader.events)
+    lines = [
+        f"{len(reader.events)} events; missing {sorted(expected - active)}, "
+        f"extra {sorted(active - expected)}"
+    ]
+    for fid in sorted(expected ^ active):
+        history = [
+            f"{r.partition}@{r.offset} {e.type} {e.time.isoformat()}"
+            for r, e in zip(reader.raw, reader.events, strict=True)
+            if getattr(e.data, "id", None) == fid
+        ]
+        lines.append(f"  {fid}: {history or 'no event'}")
+    return "\n".join(lines)
 
 
 async def test_two_workers_give_the_same_results_as_one(
