@@ -50,14 +50,13 @@ class Checkpoints:
         # Built once (building costs more than running it); ``ids`` expands to the list.
         self._states_of: Select[Any] | None = None
         if table is not None:
-            t = table
             self._states_of = (
-                select(t.c.identifier, t.c.government, t.c.published)
+                select(table.c.identifier, table.c.government, table.c.published)
                 .where(
-                    t.c.identifier.in_(bindparam("ids", expanding=True)),
-                    t.c.schema_name == CHECKPOINT_SCHEMA,
+                    table.c.identifier.in_(bindparam("ids", expanding=True)),
+                    table.c.schema_name == CHECKPOINT_SCHEMA,
                 )
-                .order_by(t.c.identifier)
+                .order_by(table.c.identifier)
                 .with_for_update(read=True)
             )
 

@@ -211,9 +211,7 @@ class OutboxRelay:
     async def backlog(self) -> int:
         """Rows not yet published."""
         async with self._sessions() as session:
-            count = await session.scalar(
-                select(func.count()).select_from(self._row).where(self._row.sent_at.is_(None))
-            )
+            count, _ = (await session.execute(self._backlog)).one()
         return int(count or 0)
 
     async def dead_letters(self) -> list[dict[str, Any]]:

@@ -33,8 +33,13 @@ from services.monitor.adapters.tables import (
 from services.monitor.domain import IrccState
 
 
+def _insert_for(dialect: str) -> Any:
+    """The dialect's INSERT, which has ``on_conflict_do_nothing``."""
+    return pg_insert if dialect == "postgresql" else sqlite_insert
+
+
 def _insert(session: AsyncSession, table: Any) -> Any:
-    return (pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)(table)
+    return _insert_for(session.get_bind().dialect.name)(table)
 
 
 _IDS: BindParameter[list[str]] = bindparam("ids", expanding=True)
@@ -45,7 +50,7 @@ class _Batch:
     more than running it. Lists go in as the expanding parameter ``ids``."""
 
     def __init__(self, dialect: str) -> None:
-        ins = pg_insert if dialect == "postgresql" else sqlite_insert
+        ins = _insert_for(dialect)
         irccs, communiques = _table(IrccStateRow), _table(CommuniqueRow)
         cpcs, checkpoints = _table(CpcRow), _table(CpcCheckpointRow)
         self.insert_irccs = ins(irccs).on_conflict_do_nothing(index_elements=["identifier"])
