@@ -351,12 +351,15 @@ async def test_follow_mirrors_what_the_source_publishes_until_sigterm(
             )
             try:
 
-                async def revisions(n: int) -> bool:
-                    return (await counts(db))["revisions"] == n
+                async def holds(revisions: int, communiques: int) -> bool:
+                    now = await counts(db)
+                    return (now["revisions"], now["communiques"]) == (revisions, communiques)
 
-                await eventually(lambda: revisions(6), timeout=60, what="first pass")
+                await eventually(lambda: holds(6, 1), timeout=60, what="first pass")
                 incremental_changes(source)
-                await eventually(lambda: revisions(8), timeout=60, what="the changes followed")
+                # IRCCs are taken before CPCs, so the revisions alone arrive before the
+                # new communiqué; a SIGTERM then would end the pass before it.
+                await eventually(lambda: holds(8, 2), timeout=60, what="the changes followed")
                 proc.send_signal(signal.SIGTERM)
                 assert await asyncio.wait_for(proc.wait(), 60) == 0, log.read_text()
             finally:
