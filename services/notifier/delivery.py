@@ -184,6 +184,7 @@ def reply_code(exc: TemporaryFailure) -> int | None:
     return int(match.group(1)) if match else None
 
 
+_OBSERVE_EVERY = timedelta(seconds=1)  # backlog gauges while the worker is behind
 _NOW: BindParameter[datetime] = bindparam("now", type_=_DELIVERIES.c.next_attempt_at.type)
 # Claimable: not claimed, or the claim ran out.
 _FREE = or_(DeliveryRow.claimed_until.is_(None), DeliveryRow.claimed_until < _NOW)
@@ -250,6 +251,7 @@ class DeliveryWorker:
         self._hold_until: datetime | None = None  # no sends before this while unreachable
         self._write = self._write_statement()
         self._claims = _Claims(batch, self.worker_id)
+        self._observe_due = ctx.clock()
 
     async def smtp_ready(self) -> tuple[bool, str]:
         """Readiness: the SMTP server answered the last attempt to reach it."""
@@ -302,7 +304,11 @@ class DeliveryWorker:
         attempted = 0
         if self._hold_until is None or ctx.clock() >= self._hold_until:
             attempted = await self._deliver_batch()
-        await self._observe()
+        # A full batch means a backlog, and the next round starts at once (no rest to
+        # compute): the gauges' count over the backlog then runs at most once a second.
+        if attempted < self._batch or ctx.clock() >= self._observe_due:
+            await self._observe()
+            self._observe_due = ctx.clock() + _OBSERVE_EVERY
         if attempted:
             ctx.relay.wake()
         return attempted

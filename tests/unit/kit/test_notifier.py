@@ -9,7 +9,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
 
 import pytest
@@ -414,6 +414,29 @@ async def test_a_batch_goes_out_in_waves_one_mail_per_connection(notifier: Notif
     assert len({m.get_boundary() for m in mailer.sent}) < 3
     rows = await notifier.harness.rows(DeliveryRow)
     assert {(r.status, r.attempts) for r in rows} == {("sent", 1)}
+
+
+async def test_behind_a_backlog_the_gauges_are_counted_at_most_once_a_second(
+    notifier: Notifier,
+) -> None:
+    await queued_cpc(notifier)
+    start = utc_now()
+    now = [start]
+    ctx = replace(notifier.ctx, clock=lambda: now[0])
+    worker = DeliveryWorker(ctx, batch=1)
+
+    def pending() -> float | None:
+        return notifier.registry.get_sample_value("notifier_deliveries_pending")
+
+    assert await worker.run_once() == 1
+    assert pending() == 2
+    assert await worker.run_once() == 1  # a full batch within the second: not counted again
+    assert pending() == 2
+    now[0] = start + timedelta(seconds=1)
+    assert await worker.run_once() == 1  # a second on: counted, though the batch was full
+    assert pending() == 0
+    assert await worker.run_once() == 0  # less than a batch: always counted
+    assert pending() == 0
 
 
 async def test_a_5xx_fails_the_delivery_at_once(notifier: Notifier) -> None:
