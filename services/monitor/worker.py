@@ -299,6 +299,7 @@ class MonitorWorker:
         now = self.clock()
         events: list[CloudEvent[Any]] = []
         outbox: list[dict[str, Any]] = []
+        created: list[dict[str, Any]] = []  # findings rows of items new to the store
         retired: list[str] = []
         for plan, checkpoints in zip(plans, checkpoint_states, strict=True):
             uid = plan.data.uid
@@ -317,6 +318,7 @@ class MonitorWorker:
                     due,
                     carried=carried(plan.old_keys.get(ident)),
                     outbox=outbox,
+                    created=created,
                 )
             self.metrics.cpcs_checked.inc()
             findings, due = ev.cpc_findings(
@@ -333,17 +335,26 @@ class MonitorWorker:
                 due,
                 carried=carried(old_cpc_key),
                 outbox=outbox,
+                created=created,
             )
             if plan.previous:
                 # IRCCs the new revision no longer cites: their findings no longer hold.
                 for ident, key in plan.old_keys.items():
                     if ident not in plan.cited:
                         events += self._stage(
-                            session, out, key, rows.get(key), [], None, outbox=outbox
+                            session,
+                            out,
+                            key,
+                            rows.get(key),
+                            [],
+                            None,
+                            outbox=outbox,
+                            created=created,
                         )
                 retired += [*plan.old_keys.values(), str(old_cpc_key)]
         # One executemany, in staging order (the relay sends by id).
         await stage_many(session, OutboxRow, outbox)
+        await store.insert_findings(session, created)
         await apply_finding_events(session, events)
         await store.retire_cpcs(session, prevs, retired)
         await session.flush()  # the next group's reads see this one's rows
@@ -569,10 +580,12 @@ class MonitorWorker:
         *,
         carried: dict[str, Any] | None = None,
         outbox: list[dict[str, Any]] | None = None,
+        created: list[dict[str, Any]] | None = None,
     ) -> list[CloudEvent[Any]]:
-        """:meth:`_apply` without the cases: stage the outbox rows (or, given ``outbox``,
-        collect them there for one bulk insert) and the findings, and return the events
-        whose cases the caller must apply, in order."""
+        """:meth:`_apply` without the cases: stage the outbox rows and the findings, and
+        return the events whose cases the caller must apply, in order. Given ``outbox``
+        and ``created``, the outbox rows and the findings rows of items not stored yet are
+        collected there instead, for one bulk insert each."""
         change = ev.transition(row.stored if row else carried or {}, findings)
         for event in change.events:
             if outbox is None:
@@ -582,7 +595,12 @@ class MonitorWorker:
         out += [("flagged", r) for r in change.flagged] + [("cleared", r) for r in change.cleared]
         moved = row is None and bool(carried)
         stored = change.stored if change.events or moved else None
-        store.save_findings(session, item, row, stored, due)
+        if row is None and created is not None:
+            values = store.new_findings(item, stored, due)
+            if values is not None:
+                created.append(values)
+        else:
+            store.save_findings(session, item, row, stored, due)
         return change.events
 
     async def _recheck_loop(self) -> None:

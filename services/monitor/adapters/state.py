@@ -91,6 +91,7 @@ class _Batch:
             index_elements=["ircc", "cpc_uid"]
         )
         self.findings_of = select(FindingsRow).where(FindingsRow.item.in_(_IDS))
+        self.insert_findings = ins(_table(FindingsRow))
 
 
 def _table(row: Any) -> Table:
@@ -407,6 +408,23 @@ def save_findings(
     if stored is not None:
         row.stored = stored
     row.due_at = due
+
+
+def new_findings(
+    item: str, stored: dict[str, Any] | None, due: datetime | None
+) -> dict[str, Any] | None:
+    """The findings row :func:`save_findings` would add for an item not stored yet, as
+    values for :func:`insert_findings` (None: nothing to store)."""
+    if stored is None and due is None:
+        return None
+    return {"item": item, "stored": stored or {}, "due_at": due}
+
+
+async def insert_findings(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Insert new findings rows in one executemany (the ORM's flush of as many objects
+    cost several times as much)."""
+    if rows:
+        await session.execute(_batch(session).insert_findings, rows)
 
 
 async def due_items(session: AsyncSession, now: datetime, limit: int = 500) -> Sequence[str]:
