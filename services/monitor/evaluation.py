@@ -162,6 +162,11 @@ def transition(stored: Mapping[str, Any], current: list[Finding]) -> Transition:
 
 def _event(event_type: str, data: dict[str, Any], gen: int, status: str) -> CloudEvent[Any]:
     payload = DiscrepancyEvent(**{**data, "status": status})
-    event = new_event(event_type, source="monitor", subject=data["cpc_uid"], data=payload)
     event_id = uuid.uuid5(EVENT_NAMESPACE, f"{data['id']}:{event_type}:{gen}")
-    return event.model_copy(update={"id": str(event_id)})
+    return new_event(
+        event_type,
+        source="monitor",
+        subject=data["cpc_uid"],
+        data=payload,
+        event_id=str(event_id),
+    )

@@ -44,13 +44,17 @@ def new_event(
     subject: str,
     data: EventData,
     correlation_id: str | None = None,
+    event_id: str | None = None,
 ) -> CloudEvent[Any]:
-    """Build an envelope for a catalogued type, checking the payload model matches."""
+    """Build an envelope for a catalogued type, checking the payload model matches.
+    ``event_id`` names a deterministic id (default: a random UUID)."""
     spec = spec_for(event_type)
     if not isinstance(data, spec.model):
         expected = getattr(spec.model, "__name__", "?")
         raise TypeError(f"{event_type} carries {expected}, not {type(data).__name__}")
     extra: dict[str, Any] = {"correlationid": correlation_id} if correlation_id else {}
+    if event_id is not None:
+        extra["id"] = event_id
     return envelope_of(spec.model)(
         source=f"/absch/{source}",
         type=event_type,

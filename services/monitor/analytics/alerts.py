@@ -34,8 +34,13 @@ def first_use_event(provider: str, user: str, first: FirstUse) -> CloudEvent[Any
         cpc_uid=first.cpc_uid,
         cited_at=datetime.fromisoformat(first.at),
     )
-    event = new_event("utilization.first_use", source=SOURCE, subject=first.cpc_uid, data=data)
-    return event.model_copy(update={"id": alert_id("first_use", provider, user)})
+    return new_event(
+        "utilization.first_use",
+        source=SOURCE,
+        subject=first.cpc_uid,
+        data=data,
+        event_id=alert_id("first_use", provider, user),
+    )
 
 
 def report_data(provider: str, month: str, counts: MonthCounts) -> UtilizationReport:
@@ -65,10 +70,10 @@ def report_data(provider: str, month: str, counts: MonthCounts) -> UtilizationRe
 
 def report_event(provider: str, month: str, counts: MonthCounts) -> CloudEvent[Any]:
     """``utilization.report`` for a provider country and month, with its derived id."""
-    event = new_event(
+    return new_event(
         "utilization.report",
         source=SOURCE,
         subject=f"{provider}:{month}",
         data=report_data(provider, month, counts),
+        event_id=alert_id("report", provider, month),
     )
-    return event.model_copy(update={"id": alert_id("report", provider, month)})

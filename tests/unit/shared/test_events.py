@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from shared.events import CATALOG, DecodeError, UnknownEventType, decode_event, new_event
 from shared.events.catalog import EventSpec
@@ -73,6 +74,23 @@ def test_payload_must_match_the_type() -> None:
     data = DiscrepancyEvent(id="d", rule="IRCC_REVOKED", cpc_uid="c", user_country="de")
     with pytest.raises(TypeError, match=r"ircc\.published carries IrccEvent"):
         new_event("ircc.published", source="monitor", subject="x", data=data)
+
+
+def test_an_event_may_be_given_its_id() -> None:
+    data = DiscrepancyEvent(id="d", rule="IRCC_REVOKED", cpc_uid="c", user_country="de")
+    given = new_event(
+        "discrepancy.flagged", source="monitor", subject="c", data=data, event_id="x1"
+    )
+    assert given.id == "x1"
+    assert decode_event(given.to_json_bytes()).id == "x1"
+    drawn = {
+        new_event("discrepancy.flagged", source="monitor", subject="c", data=data).id
+        for _ in range(2)
+    }
+    assert len(drawn) == 2  # random by default
+    assert "x1" not in drawn
+    with pytest.raises(ValidationError):
+        new_event("discrepancy.flagged", source="monitor", subject="c", data=data, event_id="")
 
 
 def test_readers_ignore_unknown_fields() -> None:
