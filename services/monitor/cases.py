@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import Table, bindparam, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.monitor.adapters.tables import CaseRow, DeliveryFailureRow, OutboxRow
@@ -223,6 +223,9 @@ _LOCK_CASES = (
 )
 
 
+_INSERT_CASES = insert(cast(Table, CaseRow.__table__))
+
+
 async def apply_finding_events(session: AsyncSession, events: list[CloudEvent[Any]]) -> None:
     """:func:`apply_finding_event` for many events, in order: their cases are locked and
     read in one query (a batch of CPCs raises many)."""
@@ -237,11 +240,48 @@ async def apply_finding_events(session: AsyncSession, events: list[CloudEvent[An
         return
     rows = await session.scalars(_LOCK_CASES, {"ids": ids})
     cases: dict[str, CaseRow] = {row.id: row for row in rows}
+    # Cases opened here are folded as values and inserted in one executemany: the ORM's
+    # flush of as many new objects cost several times as much.
+    opened: dict[str, dict[str, Any]] = {}
     for event in events:
-        if event.type in FINDING_EVENTS and isinstance(event.data, DiscrepancyEvent):
-            case = _fold_finding_event(session, cases.get(event.data.id), event)
-            if case is not None:  # a case opened here is there for the next event
-                cases[event.data.id] = case
+        if event.type not in FINDING_EVENTS or not isinstance(event.data, DiscrepancyEvent):
+            continue
+        case = cases.get(event.data.id)
+        if case is not None:
+            _fold_finding_event(session, case, event)
+            continue
+        values = opened.get(event.data.id)
+        if values is None:
+            opened[event.data.id] = _opened_case(event)
+        elif values["last_event_id"] != event.id:  # else applied already
+            _fold_values(values, event)
+    if opened:
+        await session.execute(_INSERT_CASES, list(opened.values()))
+
+
+def _opened_case(event: CloudEvent[Any]) -> dict[str, Any]:
+    """The values of a case a finding event opens, the event folded in."""
+    data: DiscrepancyEvent = event.data
+    values: dict[str, Any] = {
+        "id": data.id,
+        "rule": data.rule,
+        "cpc_uid": data.cpc_uid,
+        "ircc_uid": data.ircc_uid,
+        "provider_country": data.provider_country,
+        "user_country": data.user_country,
+        "evidence": data.evidence,
+        "history": [],
+        "flagged_at": event.time,
+    }
+    _fold_values(values, event)
+    return values
+
+
+def _fold_values(values: dict[str, Any], event: CloudEvent[Any]) -> None:
+    """:func:`_fold_finding_event` on a case's values (status, last event, history)."""
+    status = FINDING_EVENTS[event.type]
+    values["status"], values["last_event_id"], values["updated_at"] = status, event.id, event.time
+    values["history"] = [*values["history"], _history_entry(event, status)]
 
 
 def _fold_finding_event(
@@ -270,16 +310,17 @@ def _fold_finding_event(
         )
         session.add(case)
     case.status, case.last_event_id, case.updated_at = status, event.id, event.time
-    case.history = [
-        *case.history,
-        {
-            "at": event.time.isoformat(),
-            "actor": "monitor",
-            "action": event.type.split(".")[1],
-            "status": status,
-        },
-    ]
+    case.history = [*case.history, _history_entry(event, status)]
     return case
+
+
+def _history_entry(event: CloudEvent[Any], status: str) -> dict[str, Any]:
+    return {
+        "at": event.time.isoformat(),
+        "actor": "monitor",
+        "action": event.type.split(".")[1],
+        "status": status,
+    }
 
 
 READERS = frozenset({Role.NFP, Role.CNA, Role.PA, Role.NAU})
