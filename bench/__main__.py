@@ -81,8 +81,14 @@ def summary(outcomes: dict[str, Outcome], session: Session) -> Table:
     notifier = outcomes.get("notifier")
     if notifier and notifier.data and notifier.data.get("pool_vs_raw_4conn"):
         t.add(
-            "notifier: mail_bytes + pool / raw send, 4 connections (target >= 0.8)",
+            "notifier: mail_bytes + pool / raw send, 4 connections (no database)",
             notifier.data["pool_vs_raw_4conn"],
+            "notifier",
+        )
+    if notifier and notifier.data and notifier.data.get("worker_vs_raw_4conn"):
+        t.add(
+            "notifier: DeliveryWorker / raw send, 4 connections (target >= 0.8)",
+            notifier.data["worker_vs_raw_4conn"],
             "notifier",
         )
     intake = outcomes.get("intake")

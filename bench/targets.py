@@ -130,9 +130,9 @@ def measure(outcomes: dict[str, Outcome], pipe: dict[str, Any] | None) -> list[T
     out.append(
         Target(
             5,
-            f"notifier send rate / raw aiosmtplib, {SMTP_CONNECTIONS} connections",
+            f"notifier DeliveryWorker send rate / raw aiosmtplib, {SMTP_CONNECTIONS} connections",
             ">= 0.8",
-            notifier.get(f"pool_vs_raw_{SMTP_CONNECTIONS}conn"),
+            notifier.get(f"worker_vs_raw_{SMTP_CONNECTIONS}conn"),
             _at_least(0.8),
             "notifier",
         )
