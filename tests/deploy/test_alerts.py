@@ -103,19 +103,27 @@ def run_promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedPr
 
 
 def exported_series() -> dict[str, str]:
-    """Every series name the four services can write to ``/metrics``, with its type.
+    """Every series name the services (and the analytics worker) can write to ``/metrics``,
+    with its type.
 
     Built from the metric classes themselves on fresh registries, so a renamed or removed
     metric breaks the alerts and dashboards that use it. Labelled families have no
     samples until first used, so sample names come from the family type.
     """
     from services.checkpoint.context import CheckpointMetrics
+    from services.monitor.analytics.metrics import AnalyticsMetrics
     from services.monitor.metrics import MonitorMetrics
     from services.notifier.metrics import NotifierMetrics
     from services.registry.metrics import RegistryMetrics
 
     series: dict[str, str] = dict(SCRAPE_SERIES)
-    for cls in (RegistryMetrics, CheckpointMetrics, NotifierMetrics, MonitorMetrics):
+    for cls in (
+        RegistryMetrics,
+        CheckpointMetrics,
+        NotifierMetrics,
+        MonitorMetrics,
+        AnalyticsMetrics,
+    ):
         registry = CollectorRegistry()
         cls(registry)
         for family in registry.collect():
@@ -202,6 +210,7 @@ def test_the_issue_s_alerts_are_all_there() -> None:
         "AbschOutboxDeadLetters": "absch_outbox_dead_letters_total",
         "AbschSmtpUnreachable": "notifier_smtp_up",
         "AbschPeriodicRecordsSkipped": "absch_periodic_records_skipped_total",
+        "AbschAnalyticsInputLost": "monitor_analytics_offset_gaps_total",
     }
     for alert, metric in wanted.items():
         assert alert in rules, alert

@@ -65,8 +65,9 @@ def decode(raw: bytes | None, metrics: AnalyticsMetrics) -> CloudEvent[Any] | No
         return None
 
 
-def build_app(settings: AnalyticsSettings) -> faust.App:
+def build_app(settings: AnalyticsSettings, metrics: AnalyticsMetrics | None = None) -> faust.App:
     """The analytics app for ``settings``; run it with ``faust.Worker`` (``__main__``)."""
+    metrics = metrics or AnalyticsMetrics()
     app = TrueEndApp(
         settings.app_id,
         broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
@@ -86,7 +87,8 @@ def build_app(settings: AnalyticsSettings) -> faust.App:
         producer_acks=-1,
         autodiscover=False,
     )
-    _wire(app, settings, AnalyticsMetrics())
+    app.on_offset_gap = lambda tp, n: metrics.gaps.labels(tp.topic).inc(n)
+    _wire(app, settings, metrics)
     return app
 
 

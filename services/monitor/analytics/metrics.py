@@ -34,6 +34,12 @@ class AnalyticsMetrics:
             ["type"],
             registry=self.registry,
         )
+        self.gaps = Counter(
+            "monitor_analytics_offset_gaps_total",
+            "Offsets of an input partition passed without reaching an agent (lost input), by topic",
+            ["topic"],
+            registry=self.registry,
+        )
         self.skipped = Counter(
             "monitor_analytics_skipped_total",
             "Input messages that were no event (undecodable), skipped",

@@ -40,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiokafka
@@ -121,10 +121,28 @@ class TrueEndConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class TrueEndConsumer(faust_aiokafka.Consumer):
-    """faust's aiokafka consumer using :class:`TrueEndConsumerThread`."""
+    """faust's aiokafka consumer using :class:`TrueEndConsumerThread`, and saying so when
+    it passes offsets of a stream partition that never reached an agent."""
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return TrueEndConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        # faust counts a gap in a stream partition's offsets as done: the next commit
+        # passes it. Our input topics are neither compacted nor transactional, so a gap is
+        # a message the agents never saw (the loss the corrections above prevent).
+        if offset_from <= offset_to:
+            log.error(
+                "offsets %d..%d of %s[%d] passed without reaching an agent",
+                offset_from,
+                offset_to,
+                tp.topic,
+                tp.partition,
+            )
+            listener = getattr(self.app, "on_offset_gap", None)
+            if listener is not None:
+                listener(tp, offset_to - offset_from + 1)
+        await super()._add_gap(tp, offset_from, offset_to)
 
 
 class FlushingProducer(faust_aiokafka.Producer):
@@ -230,6 +248,8 @@ class TrueEndApp(faust.App):
     def __init__(self, id: str, **options: Any) -> None:
         options.setdefault("TableManager", SeekFirstTableManager)
         super().__init__(id, **options)
+        # Called with the partition and the number of offsets a gap passes.
+        self.on_offset_gap: Callable[[TP, int], None] | None = None
 
     def _new_transport(self) -> Any:
         return TrueEndTransport(self.conf.broker_consumer, self)

@@ -13,6 +13,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from services.monitor.analytics.app import build_app
+from services.monitor.analytics.metrics import AnalyticsMetrics
 from services.monitor.analytics.settings import AnalyticsSettings
 from services.monitor.analytics.transport import (
     FlushingProducer,
@@ -48,3 +49,26 @@ async def test_the_consumer_thread_fetches_a_copy_of_the_active_partitions(
     # Nothing active: no fetch at all (aiokafka would take it for every partition).
     assert await thread.getmany(set(), 1.0) == {}
     assert len(asked) == 1
+
+
+async def test_a_gap_in_a_stream_partition_is_logged_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    metrics = AnalyticsMetrics()
+    app: Any = build_app(AnalyticsSettings(), metrics)
+    consumer = app.consumer
+    tp = TP("absch.cpc.v1", 1)
+    await consumer._add_gap(tp, 5, 7)
+    gaps = metrics.registry.get_sample_value(
+        "monitor_analytics_offset_gaps_total", {"topic": "absch.cpc.v1"}
+    )
+    assert gaps == 3
+    assert "offsets 5..7 of absch.cpc.v1[1] passed without reaching an agent" in caplog.text
+    assert sorted((i.begin, i.end) for i in consumer._gap[tp]) == [(5, 8)]  # faust's own
+    await consumer._add_gap(tp, 9, 8)  # nothing passed: nothing counted
+    assert (
+        metrics.registry.get_sample_value(
+            "monitor_analytics_offset_gaps_total", {"topic": "absch.cpc.v1"}
+        )
+        == 3
+    )
