@@ -62,6 +62,8 @@ async def test_counts_stay_exact_and_alerts_go_once_across_three_sigkills(
         log.info("restart to ready after SIGKILL, seconds: %s", recoveries)
         check_alerts(reader.events, w)
         assert await counts([worker]) == w.months()
+        # No input passed uncounted (the worker logs and counts any such gap).
+        assert "passed without reaching an agent" not in worker.log.read_text()
 
 
 async def test_a_rocksdb_store_keeps_counting_exactly_across_a_sigkill(
