@@ -97,9 +97,11 @@ def _wire(app: faust.App, settings: AnalyticsSettings, metrics: AnalyticsMetrics
     grace = timedelta(seconds=settings.report_grace_seconds)
 
     def source(t: Topic) -> Any:
+        metrics.gaps.labels(full_name(t, prefix))  # at 0 from the start: increase() sees one
         return app.topic(full_name(t, prefix), **RAW)
 
     def internal(name: str) -> Any:
+        metrics.gaps.labels(f"{settings.app_id}-{name}")
         return app.topic(f"{settings.app_id}-{name}", partitions=parts, internal=True, **RAW)
 
     by_ircc, by_provider = internal("by-ircc"), internal("by-provider")

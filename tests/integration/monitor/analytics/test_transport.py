@@ -56,6 +56,13 @@ async def test_a_gap_in_a_stream_partition_is_logged_and_counted(
 ) -> None:
     metrics = AnalyticsMetrics()
     app: Any = build_app(AnalyticsSettings(), metrics)
+    # Every input topic's series exists at 0 from the start, or the alert's increase()
+    # would miss the first gap.
+    for topic in ("absch.ircc.v1", "absch.cpc.v1", "absch.discrepancy.v1"):
+        zero = metrics.registry.get_sample_value(
+            "monitor_analytics_offset_gaps_total", {"topic": topic}
+        )
+        assert zero == 0, topic
     consumer = app.consumer
     tp = TP("absch.cpc.v1", 1)
     await consumer._add_gap(tp, 5, 7)
