@@ -221,8 +221,6 @@ _LOCK_CASES = (
     .order_by(CaseRow.id)
     .with_for_update()
 )
-
-
 _INSERT_CASES = insert(cast(Table, CaseRow.__table__))
 
 
@@ -260,7 +258,7 @@ async def apply_finding_events(session: AsyncSession, events: list[CloudEvent[An
 
 
 def _opened_case(event: CloudEvent[Any]) -> dict[str, Any]:
-    """The values of a case a finding event opens, the event folded in."""
+    """The values of the case a finding event opens, the event folded in."""
     data: DiscrepancyEvent = event.data
     values: dict[str, Any] = {
         "id": data.id,
@@ -289,26 +287,13 @@ def _fold_finding_event(
 ) -> CaseRow | None:
     """Fold a finding event into its (locked) case, adding one if none: the case when it
     changed, None when the event was applied already."""
-    data: DiscrepancyEvent = event.data
-    if case is not None and case.last_event_id == event.id:
+    if case is None:
+        case = CaseRow(**_opened_case(event))
+        session.add(case)
+        return case
+    if case.last_event_id == event.id:
         return None
     status = FINDING_EVENTS[event.type]
-    if case is None:
-        case = CaseRow(
-            id=data.id,
-            rule=data.rule,
-            cpc_uid=data.cpc_uid,
-            ircc_uid=data.ircc_uid,
-            provider_country=data.provider_country,
-            user_country=data.user_country,
-            evidence=data.evidence,
-            status=status,
-            history=[],
-            last_event_id=event.id,
-            flagged_at=event.time,
-            updated_at=event.time,
-        )
-        session.add(case)
     case.status, case.last_event_id, case.updated_at = status, event.id, event.time
     case.history = [*case.history, _history_entry(event, status)]
     return case

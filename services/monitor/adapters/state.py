@@ -401,9 +401,9 @@ def save_findings(
 ) -> None:
     """Record new findings (``stored`` None: unchanged) and the due time of an item."""
     if row is None:
-        if stored is None and due is None:
-            return
-        session.add(FindingsRow(item=item, stored=stored or {}, due_at=due))
+        values = new_findings(item, stored, due)
+        if values is not None:
+            session.add(FindingsRow(**values))
         return
     if stored is not None:
         row.stored = stored
